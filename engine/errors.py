@@ -1,0 +1,36 @@
+"""User-facing errors: each names the problem and the fix, in one line.
+
+Anything raised as :class:`EditError` is the user's to fix (bad input, missing model, full disk);
+front ends print ``str(error)`` and no traceback. Everything else is a bug or an unexpected fault.
+"""
+
+from __future__ import annotations
+
+
+class EditError(Exception):
+    """A problem the user can fix: ``problem`` says what is wrong, ``fix`` what to do."""
+
+    def __init__(self, problem: str, fix: str):
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem} — {fix}")
+
+
+class VideoError(EditError):
+    """The source video is missing, unreadable or too short."""
+
+
+class ModelError(EditError):
+    """The model path or id does not give a usable CogVideoX-5B pipeline."""
+
+
+class OutputError(EditError):
+    """Outputs cannot be written (permissions, full disk)."""
+
+
+class OutOfMemoryError(EditError):
+    """The GPU ran out of memory during a job."""
+
+
+class Cancelled(Exception):
+    """Raised inside a stage when its job was cancelled; not an error."""

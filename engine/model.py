@@ -1,0 +1,181 @@
+"""Finding, checking and loading the CogVideoX-5B pipeline, and choosing device and dtype.
+
+``--model`` takes a local folder (one holding ``model_index.json``) or a Hugging Face hub id, which is
+resolved through the Hugging Face cache (and downloaded into it when the hub is reachable). Models that
+cannot run this method are refused before any weights are read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline, DDIMInverseScheduler
+
+from .attention import InjectionState, install_injection
+from .errors import ModelError
+
+DEFAULT_MODEL = "THUDM/CogVideoX-5b"
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class LoadedModel:
+    """A pipeline on its device, with what it was resolved from."""
+
+    pipeline: CogVideoXPipeline
+    injection: InjectionState
+    model: str  # as the user gave it
+    resolved_path: str
+    revision: str | None  # hub commit, when it came from the cache
+    device: torch.device
+    dtype: torch.dtype
+    load_seconds: float
+
+    @property
+    def dtype_name(self) -> str:
+        return next(name for name, d in DTYPES.items() if d == self.dtype)
+
+    def describe(self) -> dict[str, object]:
+        return {"model": self.model, "resolved_path": self.resolved_path, "revision": self.revision,
+                "device": str(self.device), "dtype": self.dtype_name}
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None`` means the first GPU if there is one, else the CPU."""
+    if not device or device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ModelError(f"unknown device {device!r}", "use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = dev.index or 0
+        if index >= count:
+            raise ModelError(f"device {device} is not available ({count} CUDA GPU(s) visible)",
+                             "pass --device cpu, or a GPU that nvidia-smi lists")
+        dev = torch.device("cuda", index)
+    elif dev.type != "cpu":
+        raise ModelError(f"device type {dev.type!r} is not supported", "use cpu or cuda:N")
+    return dev
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """bf16 on a GPU and fp32 on the CPU unless asked otherwise."""
+    if not dtype or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_model_path(model: str) -> tuple[Path, str | None]:
+    """A local pipeline folder for ``model`` (a folder or a hub id), and the hub revision if any."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return path.resolve(), None
+    if not HUB_ID.match(model) or model.startswith((".", "/", "~")):
+        raise ModelError(f"model path not found: {model}",
+                         "pass a folder that holds model_index.json, or a hub id such as "
+                         f"{DEFAULT_MODEL}")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(model, local_files_only=True)
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        try:
+            folder = CogVideoXPipeline.download(model)
+        except Exception as exc:  # offline, unknown repo, gated, ...
+            raise ModelError(
+                f"model {model} is not in the Hugging Face cache and could not be downloaded "
+                f"({type(exc).__name__})",
+                f"run `hf download {model}` on a machine with internet (then copy the cache or the "
+                "folder here and pass --model FOLDER)") from exc
+    folder = Path(folder)
+    revision = folder.name if folder.parent.name == "snapshots" else None
+    return folder, revision
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse, before loading weights, anything that is not a complete CogVideoX-5B text-to-video pipeline."""
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
+        raise ModelError(f"{folder} is not a diffusers pipeline folder (no model_index.json)",
+                         "point --model at the folder that holds model_index.json")
+    try:
+        index = json.loads(index_file.read_text())
+        transformer_cfg = json.loads((folder / "transformer" / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{folder} has an unreadable or missing config ({type(exc).__name__})",
+                         "download the model again") from exc
+    if index.get("_class_name") != "CogVideoXPipeline":
+        raise ModelError(f"{folder} holds a {index.get('_class_name')}, not a CogVideoXPipeline",
+                         f"use the text-to-video CogVideoX-5B model ({DEFAULT_MODEL})")
+    if not transformer_cfg.get("use_rotary_positional_embeddings", False):
+        raise ModelError(f"{folder} is a CogVideoX-2B-family model (no rotary position embeddings); "
+                         "DDIM-inversion editing needs the 5B model",
+                         f"use {DEFAULT_MODEL} or a fine-tune of it")
+    for part in ("transformer", "vae", "text_encoder"):
+        weights = [p for p in (folder / part).glob("*") if p.suffix in (".safetensors", ".bin")]
+        if not weights:
+            raise ModelError(f"{folder}/{part} holds no weights (an incomplete download?)",
+                             "download the model again (hf download ...)")
+
+
+def quiet_libraries() -> None:
+    """Silence diffusers'/transformers' own progress bars and info logs: the engine reports progress."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    for logging_module in (diffusers_logging, transformers_logging):
+        logging_module.set_verbosity_error()
+        logging_module.disable_progress_bar()
+
+
+def load_model(model: str = DEFAULT_MODEL, device: str | None = None, dtype: str | None = None) -> LoadedModel:
+    """Resolve, check and load the pipeline onto ``device`` in ``dtype``."""
+    quiet_libraries()
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    folder, revision = resolve_model_path(model)
+    check_model_folder(folder)
+    start = time.perf_counter()
+    try:
+        pipeline = CogVideoXPipeline.from_pretrained(str(folder), dtype=torch_dtype)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ModelError(f"cannot load the model in {folder} ({first})", "download the model again") from exc
+    pipeline.set_progress_bar_config(disable=True)
+    try:
+        pipeline.to(dev)
+    except torch.OutOfMemoryError as exc:
+        raise ModelError(f"the model does not fit on {dev}",
+                         "free the GPU (nvidia-smi shows who holds it) or use a larger one") from exc
+    injection = install_injection(pipeline.transformer)
+    return LoadedModel(pipeline, injection, model, str(folder), revision, dev, torch_dtype,
+                       time.perf_counter() - start)
+
+
+def forward_scheduler(pipeline: CogVideoXPipeline) -> CogVideoXDDIMScheduler:
+    """A fresh forward scheduler (schedulers carry per-run state, so each run gets its own)."""
+    return CogVideoXDDIMScheduler.from_config(pipeline.scheduler.config)
+
+
+def inverse_scheduler(pipeline: CogVideoXPipeline) -> DDIMInverseScheduler:
+    """DDIMInverseScheduler on the forward scheduler's own noise levels.
+
+    DDIMInverseScheduler rebuilds alphas_cumprod itself, ignoring CogVideoX's ``snr_shift_scale`` and
+    rescaling zero-SNR on betas rather than alphas; taking the forward scheduler's table makes the
+    inversion walk exactly the noise levels the reconstruction walks back (for the 5B config the two
+    tables agree to 4e-7).
+    """
+    inverse = DDIMInverseScheduler.from_config(pipeline.scheduler.config)
+    inverse.alphas_cumprod = forward_scheduler(pipeline).alphas_cumprod.clone()
+    return inverse

@@ -1,0 +1,32 @@
+"""Where cogedit-tui keeps its data (history, outputs) and its caches (tiny model, inversions).
+
+Both follow platformdirs, so ``XDG_DATA_HOME`` and ``XDG_CACHE_HOME`` move them on Linux.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "cogedit-tui"
+
+
+def data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def default_output_dir() -> Path:
+    return data_dir() / "outputs"
+
+
+def tiny_model_dir() -> Path:
+    return cache_dir() / "tiny-model"
+
+
+def sample_clip_path() -> Path:
+    return cache_dir() / "sample" / "moving-shapes.mp4"

@@ -1,0 +1,133 @@
+"""One source, several variants: run every stage and write one result folder per variant.
+
+:func:`run_edit` is the single way an edit runs, whether the headless command or the worker calls it.
+Each variant's folder holds ``original.mp4`` (the frames exactly as the model saw them),
+``reconstruction.mp4`` (the round trip), ``edited.mp4`` and ``job.json`` (enough to run it again).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .edit import Editor, Emit, Inversion, Source, Variant
+from .events import JobFinished
+from .model import LoadedModel
+from .outputs import StagedFolder, atomic_path, frames_to_uint8, psnr, write_json_atomic, write_mp4
+from .params import EditParams, params_to_dict
+
+OUTPUT_FILES = {"original": "original.mp4", "reconstruction": "reconstruction.mp4", "edited": "edited.mp4",
+                "job": "job.json"}
+
+
+@dataclass(frozen=True)
+class EditResult:
+    variant: Variant
+    output_dir: Path
+    metrics: dict[str, float]
+    latents: torch.Tensor  # [1, F', C, h, w]
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in ("cogedit-tui", "torch", "diffusers", "transformers"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+def job_record(variant: Variant, source: Source, params: EditParams, model: LoadedModel,
+               timings: dict[str, float], metrics: dict[str, float], batch: list[Variant],
+               started: dt.datetime) -> dict:
+    """Everything job.json holds: enough to run the job again and to judge its result."""
+    return {
+        "format": 1,
+        "job_id": variant.job_id,
+        "prompt": variant.prompt,
+        "seed": variant.seed,
+        "source": {"path": source.info.path, "sha256": source.digest, "num_frames": source.info.num_frames,
+                   "fps": source.info.fps, "width": source.info.width, "height": source.info.height},
+        "frames": {"indices": list(source.plan.indices), "stride": source.plan.stride,
+                   "fps": source.plan.fps, "count": source.plan.num_frames},
+        "params": params_to_dict(params) | {"seed": variant.seed},
+        "model": model.describe(),
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "metrics": {k: round(v, 3) for k, v in metrics.items()},
+        "outputs": dict(OUTPUT_FILES),
+        "batch": [v.job_id for v in batch],
+        "versions": _versions(),
+        "started": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def run_edit(model: LoadedModel, source_path: str | os.PathLike, variants: list[Variant], params: EditParams,
+             output_dir: str | os.PathLike, emit: Emit | None = None,
+             should_stop: Callable[[], bool] | None = None,
+             save_latents: str | os.PathLike | None = None) -> list[EditResult]:
+    """Edit ``source_path`` once per variant, sharing one inversion; returns the finished results."""
+    started = dt.datetime.now().astimezone()
+    editor = Editor(model, emit, should_stop)
+    job_ids = tuple(v.job_id for v in variants)
+    source = editor.load_source(source_path, params, job_ids)
+    inversion = editor.invert(source, params, job_ids)
+    edited_latents = editor.edit(inversion, variants, params)
+    edited_frames = editor.decode(edited_latents, job_ids)
+
+    results = []
+    with editor.stage("export", job_ids, len(variants)) as progress:
+        original = frames_to_uint8(source.frames)
+        round_trip = frames_to_uint8(inversion.round_trip_frames)
+        for i, (variant, latents, frames) in enumerate(zip(variants, edited_latents, edited_frames)):
+            metrics = inversion.metrics | {"psnr_edited_vs_original_db": psnr(frames, source.frames)}
+            record = job_record(variant, source, params, model, editor.timings, metrics, variants, started)
+            folder = _export_variant(Path(output_dir), variant, record, original, round_trip,
+                                     frames_to_uint8(frames))
+            results.append(EditResult(variant, folder, metrics, latents))
+            progress(i + 1, len(variants))
+    if save_latents:
+        write_latents(Path(save_latents), inversion, results)
+    for result in results:
+        editor.emit(JobFinished(result.variant.job_id, str(result.output_dir),
+                                {k: str(result.output_dir / name) for k, name in OUTPUT_FILES.items()},
+                                result.metrics, dict(editor.timings)))
+    return results
+
+
+def _export_variant(output_dir: Path, variant: Variant, record: dict, original, round_trip, edited) -> Path:
+    """Write one variant's three videos and job.json into a staged folder, then move it into place."""
+    staged = StagedFolder(output_dir, variant.prompt)
+    try:
+        fps = record["frames"]["fps"]
+        write_mp4(staged.path / OUTPUT_FILES["original"], original, fps)
+        write_mp4(staged.path / OUTPUT_FILES["reconstruction"], round_trip, fps)
+        write_mp4(staged.path / OUTPUT_FILES["edited"], edited, fps)
+        write_json_atomic(staged.path / OUTPUT_FILES["job"], record | {"output_dir": str(staged.final)})
+        return staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+
+
+def write_latents(path: Path, inversion: Inversion, results: list[EditResult]) -> None:
+    """The latents of an edit as float32 safetensors: source, inversion (whole trajectory),
+    reconstruction, and edited (``edited_<k>`` per variant when there are several)."""
+    tensors = {"source": inversion.source_latents, "inversion": inversion.trajectory,
+               "reconstruction": inversion.round_trip_latents}
+    if len(results) == 1:
+        tensors["edited"] = results[0].latents
+    else:
+        tensors.update({f"edited_{k}": r.latents for k, r in enumerate(results)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+

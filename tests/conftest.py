@@ -1,0 +1,92 @@
+"""Shared fixtures: a private data/cache dir for every test session, the tiny model, sample clips.
+
+No test touches the network (the hub is forced offline) or the user's real data dir (platformdirs is
+pointed at a temporary directory through the XDG variables before anything reads them).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_SESSION_HOME = None
+
+
+def pytest_configure(config):
+    global _SESSION_HOME
+    import tempfile
+
+    _SESSION_HOME = Path(tempfile.mkdtemp(prefix="cogedit-tests-"))
+    os.environ["XDG_DATA_HOME"] = str(_SESSION_HOME / "data")
+    os.environ["XDG_CACHE_HOME"] = str(_SESSION_HOME / "cache")
+    os.environ["XDG_CONFIG_HOME"] = str(_SESSION_HOME / "config")
+    os.environ["HF_HOME"] = str(_SESSION_HOME / "hf")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def session_home() -> Path:
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(session_home) -> Path:
+    """The tiny CogVideoX, built once per session and saved with save_pretrained."""
+    from engine.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(session_home / "models" / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_2b_path(session_home) -> Path:
+    """A tiny model like the 2B family: no rotary position embeddings."""
+    from engine.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(session_home / "models" / "tiny-2b", rotary=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_path):
+    """The tiny model loaded through the real loading path, on the CPU in fp32."""
+    from engine.model import load_model
+
+    return load_model(str(tiny_model_path), device="cpu", dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def clip_path(session_home) -> Path:
+    """2.5 s of moving shapes, 40 frames of 192x128 at 16 fps."""
+    from engine.sample_clip import write_sample_clip
+
+    return write_sample_clip(session_home / "clips" / "shapes.mp4")
+
+
+@pytest.fixture(scope="session")
+def make_clip(session_home):
+    """Write a generated clip with the given frame count / size / fps (cached per arguments)."""
+    from engine.sample_clip import write_sample_clip
+
+    def make(num_frames: int, height: int = 128, width: int = 192, fps: float = 16.0) -> Path:
+        path = session_home / "clips" / f"shapes-{num_frames}-{height}x{width}-{fps:g}.mp4"
+        if not path.exists():
+            write_sample_clip(path, num_frames=num_frames, height=height, width=width, fps=fps)
+        return path
+
+    return make
+
+
+# Small, fast settings for the tiny model: 9 frames of 64x96, 6 steps.
+TINY_PARAMS = {"height": 64, "width": 96, "max_num_frames": 9, "num_inference_steps": 6}
+
+
+@pytest.fixture
+def tiny_params():
+    from engine.params import build_params
+
+    def make(**overrides):
+        return build_params({**TINY_PARAMS, **overrides})
+
+    return make

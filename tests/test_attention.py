@@ -1,0 +1,54 @@
+"""Key/value injection: plain attention is CogVideoX's own; injected attention does what it claims."""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
+
+from engine.attention import InjectionPlan
+from engine.sampling import rotary_embeddings
+
+
+def _inputs(model, batch, seed=0):
+    g = torch.Generator("cpu").manual_seed(seed)
+    latents = torch.randn((1, 3, 16, 8, 12), generator=g).repeat(batch, 1, 1, 1, 1)
+    text = torch.randn((1, 226, 32), generator=g).repeat(batch, 1, 1)
+    return latents, text
+
+
+def _forward(model, latents, text, plan=None):
+    transformer = model.pipeline.transformer
+    with torch.no_grad(), model.injection.active(plan):
+        return transformer(hidden_states=latents, encoder_hidden_states=text,
+                           timestep=torch.full((latents.size(0),), 500), return_dict=False,
+                           image_rotary_emb=rotary_embeddings(model, latents))[0]
+
+
+def test_without_a_plan_the_processor_is_cogvideox_attention(tiny_model):
+    latents, text = _inputs(tiny_model, 2)
+    latents[1] += 0.5
+    ours = _forward(tiny_model, latents, text)
+    blocks = tiny_model.pipeline.transformer.transformer_blocks
+    processors = [b.attn1.processor for b in blocks]
+    try:
+        for b in blocks:
+            b.attn1.set_processor(CogVideoXAttnProcessor2_0())
+        theirs = _forward(tiny_model, latents, text)
+    finally:
+        for b, p in zip(blocks, processors):
+            b.attn1.set_processor(p)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_injecting_a_row_into_itself_changes_nothing(tiny_model):
+    """Attending to [own keys, the same keys again] is the same softmax: the edited row's output must
+    equal plain attention's. Wrong RoPE on the reference keys, or the wrong reference, breaks this."""
+    latents, text = _inputs(tiny_model, 1)
+    other = latents + 0.7
+    plain = _forward(tiny_model, latents, text)
+    batch = torch.cat([latents, other, latents])  # edited rows 0, 1; reference row 2 (= row 0)
+    injected = _forward(tiny_model, batch, text.repeat(3, 1, 1), InjectionPlan(2, (0, 0)))
+    torch.testing.assert_close(injected[0:1], plain, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(injected[2:3], plain, rtol=1e-4, atol=1e-4)  # references attend to themselves
+    other_plain = _forward(tiny_model, other, text)
+    assert not torch.allclose(injected[1:2], other_plain, atol=1e-4)  # a different reference does matter

@@ -1,0 +1,118 @@
+"""The headless command: bad input exits 2 with one line naming the problem and the fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tui.cli import main
+
+TINY_FLAGS = ["--height", "64", "--width", "96", "--max-num-frames", "9", "--num-inference-steps", "4",
+              "--device", "cpu"]
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_missing_video(capsys, tiny_model_path, tmp_path):
+    code, _, err = _run(capsys, "edit", str(tmp_path / "nope.mp4"), "--prompt", "x", "--model",
+                        str(tiny_model_path), *TINY_FLAGS)
+    assert code == 2
+    assert "video not found" in _one_line_error(err)
+
+
+def test_text_file_named_mp4(capsys, tiny_model_path, tmp_path):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("this is not a video\n" * 20)
+    code, _, err = _run(capsys, "edit", str(fake), "--prompt", "x", "--model", str(tiny_model_path),
+                        *TINY_FLAGS)
+    assert code == 2
+    line = _one_line_error(err)
+    assert "cannot read notes.mp4 as a video" in line and "ffmpeg" in line
+
+
+def test_three_frame_clip(capsys, tiny_model_path, make_clip, tmp_path):
+    code, _, err = _run(capsys, "edit", str(make_clip(3)), "--prompt", "x", "--model", str(tiny_model_path),
+                        "--output-dir", str(tmp_path), *TINY_FLAGS)
+    assert code == 2
+    assert "only 3 usable frame(s)" in _one_line_error(err)
+
+
+def test_wrong_model_path(capsys, clip_path, tmp_path):
+    code, _, err = _run(capsys, "edit", str(clip_path), "--prompt", "x", "--model", str(tmp_path / "no-model"),
+                        *TINY_FLAGS)
+    assert code == 2
+    assert "model path not found" in _one_line_error(err)
+
+
+def test_folder_that_is_not_a_pipeline(capsys, clip_path, tmp_path):
+    code, _, err = _run(capsys, "edit", str(clip_path), "--prompt", "x", "--model", str(tmp_path), *TINY_FLAGS)
+    assert code == 2
+    assert "no model_index.json" in _one_line_error(err)
+
+
+def test_model_without_rotary_embeddings_is_refused(capsys, clip_path, tiny_2b_path, tmp_path):
+    code, _, err = _run(capsys, "edit", str(clip_path), "--prompt", "x", "--model", str(tiny_2b_path),
+                        *TINY_FLAGS)
+    assert code == 2
+    line = _one_line_error(err)
+    assert "2B-family" in line and "needs the 5B model" in line
+
+
+def test_hub_id_not_cached_while_offline(capsys, clip_path):
+    code, _, err = _run(capsys, "edit", str(clip_path), "--prompt", "x", "--model", "someone/not-cached",
+                        *TINY_FLAGS)
+    assert code == 2
+    line = _one_line_error(err)
+    assert "not in the Hugging Face cache" in line and "hf download someone/not-cached" in line
+
+
+def test_bad_parameters_are_all_reported_before_any_model_work(capsys, clip_path):
+    code, _, err = _run(capsys, "edit", str(clip_path), "--prompt", "x", "--model", "/nowhere",
+                        "--max-num-frames", "500", "--guidance-scale", "abc")
+    assert code == 2
+    line = _one_line_error(err)
+    assert "max_num_frames: must be at most 81" in line and "guidance_scale: 'abc' is not a number" in line
+
+
+def test_edit_with_events_jsonl(capsys, tiny_model_path, clip_path, tmp_path):
+    code, out, err = _run(capsys, "edit", str(clip_path), "--prompt", "a", "--prompt", "b", "--events", "jsonl",
+                          "--model", str(tiny_model_path), "--output-dir", str(tmp_path), *TINY_FLAGS)
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    names = [e["event"] for e in events]
+    assert names.count("job_finished") == 2
+    assert [e["stage"] for e in events if e["event"] == "stage_started"].count("invert") == 1
+    finished = [e for e in events if e["event"] == "job_finished"]
+    for e in finished:
+        assert os.path.isfile(e["outputs"]["edited"])
+
+
+def test_demo_headless_through_the_installed_command(tmp_path):
+    """The console script as a user runs it, in a fresh process with its own data dir."""
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "data"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    exe = os.path.join(os.path.dirname(sys.executable), "cogedit-tui")
+    if not os.path.exists(exe):
+        pytest.fail("the cogedit-tui console script is not installed next to this Python")
+    proc = subprocess.run([exe, "demo", "--headless"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "random weights" in proc.stderr
+    folders = sorted((tmp_path / "data" / "cogedit-tui" / "outputs").iterdir())
+    assert len(folders) == 2
+    for folder in folders:
+        assert {p.name for p in folder.iterdir()} == {"original.mp4", "reconstruction.mp4", "edited.mp4",
+                                                      "job.json"}

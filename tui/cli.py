@@ -1,0 +1,175 @@
+"""The ``cogedit-tui`` command: the app by default, plus ``edit``, ``demo`` and ``bench``.
+
+Flags for every edit parameter are generated from :class:`engine.params.EditParams`, so a new
+parameter shows up here (and in ``--help``) with no change to this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+import uuid
+from pathlib import Path
+
+from engine.errors import EditError
+from engine.params import PARAM_SPECS, PRESETS, ParamsError, ParamSpec
+
+DEMO_PROMPTS = ("a watercolor painting of shapes drifting over a pastel gradient",
+                "a neon sign of a red disc and a blue square at night")
+# Small enough that the tiny model's demo finishes in well under a minute on 2 CPU cores.
+DEMO_PARAMS = {"height": 64, "width": 96, "max_num_frames": 17, "num_inference_steps": 20}
+RANDOM_WEIGHTS_NOTICE = ("demo: the tiny model has random weights, so the pixels are noise; "
+                         "only the workflow is real")
+
+
+def _flag(spec: ParamSpec) -> str:
+    return "--" + spec.name.replace("_", "-")
+
+
+def add_param_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per EditParams field; values are parsed and validated by engine.params."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for spec in PARAM_SPECS:
+        group = groups.setdefault(spec.group, parser.add_argument_group(f"{spec.group} parameters"))
+        default = "auto" if spec.default is None else spec.default
+        help_text = f"{spec.help} [{spec.describe_range()}; default {default}]".replace("%", "%%")
+        if spec.kind is bool:
+            group.add_argument(_flag(spec), dest=f"param_{spec.name}", action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+        else:
+            metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else \
+                {int: "N", float: "X", str: "TEXT"}[spec.kind]
+            group.add_argument(_flag(spec), dest=f"param_{spec.name}", metavar=metavar,
+                               default=argparse.SUPPRESS, help=help_text)
+
+
+def collected_params(args: argparse.Namespace) -> dict[str, object]:
+    return {k.removeprefix("param_"): v for k, v in vars(args).items() if k.startswith("param_")}
+
+
+def add_engine_flags(parser: argparse.ArgumentParser, top_level: bool = False) -> None:
+    """Engine flags work before or after the command (``cogedit-tui --model M edit ...`` too)."""
+    default = None if top_level else argparse.SUPPRESS
+    parser.add_argument("--model", default=default,
+                        help="hub id (resolved through the Hugging Face cache) or a local pipeline folder "
+                             "[default THUDM/CogVideoX-5b]")
+    parser.add_argument("--device", default=default, help="cpu, cuda or cuda:N [default: first GPU, else cpu]")
+    parser.add_argument("--dtype", default=default, choices=["bf16", "fp16", "fp32"],
+                        help="[default: bf16 on a GPU, fp32 on the CPU]")
+    parser.add_argument("--output-dir", type=Path, default=default,
+                        help="where result folders go [default: the user data dir's outputs/]")
+    parser.add_argument("--debug", action="store_true", default=False if top_level else argparse.SUPPRESS,
+                        help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cogedit-tui", description="Edit videos with text prompts by DDIM "
+                                     "inversion on CogVideoX-5B. With no command, opens the workstation.")
+    add_engine_flags(parser, top_level=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    edit = commands.add_parser("edit", help="edit a clip headlessly (progress bars or JSON events)",
+                               description="Invert VIDEO once and edit it with every --prompt.")
+    edit.add_argument("video", help="source clip")
+    edit.add_argument("--prompt", action="append", required=True,
+                      help="edit prompt; repeat for variants that share one inversion")
+    edit.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                      help="named parameter set (reference: the reference script's settings)")
+    edit.add_argument("--events", choices=["bars", "jsonl"], default="bars",
+                      help="bars: progress bars; jsonl: one JSON event per line on stdout")
+    edit.add_argument("--save-latents", type=Path, metavar="FILE.safetensors",
+                      help="also write the latents (source, inversion trajectory, reconstruction, edited)")
+    add_engine_flags(edit)
+    add_param_flags(edit)
+
+    demo = commands.add_parser("demo", help="run the demo: the tiny offline model on a generated clip")
+    demo.add_argument("--headless", action="store_true", help="run through the headless command, no TUI")
+    demo.add_argument("--events", choices=["bars", "jsonl"], default="bars")
+    add_engine_flags(demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    try:
+        if args.command == "edit":
+            return run_edit_command(args)
+        if args.command == "demo":
+            return run_demo_command(args)
+        parser.print_help()
+        return 0
+    except (EditError, ParamsError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an unexpected fault: one line unless --debug
+        if debug:
+            traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        print(f"error: unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def run_edit_command(args: argparse.Namespace) -> int:
+    from engine.params import build_params
+
+    params = build_params(collected_params(args), preset=args.preset)  # validated before any model work
+    return _run(args, args.video, list(args.prompt), params, save_latents=args.save_latents)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from engine.params import build_params
+    from engine.paths import sample_clip_path, tiny_model_dir
+    from engine.sample_clip import write_sample_clip
+    from engine.tiny import ensure_tiny_model
+
+    print(RANDOM_WEIGHTS_NOTICE, file=sys.stderr)
+    args.model = args.model or str(ensure_tiny_model(tiny_model_dir()))
+    clip = sample_clip_path()
+    if not clip.exists():
+        write_sample_clip(clip)
+    args.device = args.device or "cpu"
+    params = build_params(DEMO_PARAMS)
+    return _run(args, str(clip), list(DEMO_PROMPTS), params, save_latents=None)
+
+
+def _run(args: argparse.Namespace, video: str, prompts: list[str], params, save_latents) -> int:
+    from engine.edit import Variant
+    from engine.events import EngineReady, StageFinished, StageStarted
+    from engine.frames import check_video_path
+    from engine.model import DEFAULT_MODEL, load_model
+    from engine.paths import default_output_dir
+    from engine.run import run_edit
+
+    from .headless import JsonLinesPrinter, ProgressBars
+
+    check_video_path(video)  # fail fast on a bad path, before the model loads
+    output_dir = args.output_dir or default_output_dir()
+    subscriber = JsonLinesPrinter() if args.events == "jsonl" else ProgressBars()
+    variants = [Variant(uuid.uuid4().hex[:8], prompt, params.seed) for prompt in prompts]
+    with subscriber:
+        subscriber(StageStarted("load", tuple(v.job_id for v in variants), 0))
+        model = load_model(args.model or DEFAULT_MODEL, args.device, args.dtype)
+        subscriber(StageFinished("load", tuple(v.job_id for v in variants), model.load_seconds))
+        subscriber(EngineReady(model.model, model.resolved_path, str(model.device), model.dtype_name,
+                               model.load_seconds))
+        results = run_edit(model, video, variants, params, output_dir, emit=subscriber,
+                           save_latents=save_latents)
+    stream = sys.stderr if args.events == "jsonl" else sys.stdout
+    for result in results:
+        print(f"{result.variant.prompt!r}: {result.output_dir}", file=stream)
+    if save_latents:
+        print(f"latents: {save_latents}", file=stream)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

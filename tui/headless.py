@@ -1,0 +1,76 @@
+"""Event subscribers for the headless command: rich progress bars, or one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from engine.events import (EditWarning, EngineReady, Event, JobCancelled, JobFailed, JobFinished, StageFinished,
+                           StageStarted, StepProgress, event_to_dict)
+
+
+class JsonLinesPrinter:
+    """``--events jsonl``: every event as one JSON object per line, flushed at once (for scripts)."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+
+    def __call__(self, event: Event) -> None:
+        self.stream.write(json.dumps(event_to_dict(event)) + "\n")
+        self.stream.flush()
+
+    def __enter__(self) -> JsonLinesPrinter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.flush()
+
+
+class ProgressBars:
+    """One rich progress bar per stage: stage, step i/n, it/s, elapsed and ETA."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description:<11}"), BarColumn(bar_width=30), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>9}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=self.console, transient=False)
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> ProgressBars:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, StageStarted):
+            label = event.stage.replace("_", " ")
+            self.tasks[event.stage] = self.progress.add_task(label, total=event.total_steps or 1, rate="")
+        elif isinstance(event, StepProgress) and event.stage in self.tasks:
+            self.progress.update(self.tasks[event.stage], completed=event.step, total=event.total,
+                                 rate=f"{event.it_per_s:.2f} it/s")
+        elif isinstance(event, StageFinished) and event.stage in self.tasks:
+            task = self.tasks[event.stage]
+            note = "cached" if event.cached else f"{event.seconds:.1f} s"
+            self.progress.update(task, completed=self.progress.tasks[task].total, rate=note)
+        elif isinstance(event, EngineReady):
+            self.console.print(f"[green]model ready[/] {event.model} on {event.device} ({event.dtype}) "
+                               f"in {event.seconds:.1f} s")
+        elif isinstance(event, EditWarning):
+            self.console.print(f"[yellow]warning:[/] {event.message}")
+        elif isinstance(event, JobFailed):
+            self.console.print(f"[red]failed[/] {event.job_id}: {event.reason}")
+        elif isinstance(event, JobCancelled):
+            self.console.print(f"[yellow]cancelled[/] {event.job_id}")
+        elif isinstance(event, JobFinished):
+            metrics = event.metrics
+            self.console.print(
+                f"[green]done[/] {event.job_id}: round-trip PSNR "
+                f"{metrics.get('psnr_round_trip_vs_original_db', float('nan')):.2f} dB")
