@@ -152,15 +152,22 @@ def load_model(model: str = DEFAULT_MODEL, device: str | None = None, dtype: str
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise ModelError(f"cannot load the model in {folder} ({first})", "download the model again") from exc
-    pipeline.set_progress_bar_config(disable=True)
     try:
         pipeline.to(dev)
     except torch.OutOfMemoryError as exc:
         raise ModelError(f"the model does not fit on {dev}",
                          "free the GPU (nvidia-smi shows who holds it) or use a larger one") from exc
+    return wrap_pipeline(pipeline, model, str(folder), revision, time.perf_counter() - start)
+
+
+def wrap_pipeline(pipeline: CogVideoXPipeline, model: str, resolved_path: str, revision: str | None = None,
+                  load_seconds: float = 0.0) -> LoadedModel:
+    """Make a pipeline already on its device ready for editing (used by load_model and the benchmark,
+    which builds the 5B architecture in memory)."""
+    pipeline.set_progress_bar_config(disable=True)
     injection = install_injection(pipeline.transformer)
-    return LoadedModel(pipeline, injection, model, str(folder), revision, dev, torch_dtype,
-                       time.perf_counter() - start)
+    return LoadedModel(pipeline, injection, model, resolved_path, revision, pipeline.transformer.device,
+                       pipeline.transformer.dtype, load_seconds)
 
 
 def forward_scheduler(pipeline: CogVideoXPipeline) -> CogVideoXDDIMScheduler:

@@ -241,3 +241,17 @@ def changed_from_default(params: EditParams) -> dict[str, Any]:
     default = EditParams()
     return {s.name: getattr(params, s.name) for s in PARAM_SPECS
             if getattr(params, s.name) != getattr(default, s.name)}
+
+
+def markdown_table() -> str:
+    """The README's parameter table, generated from the dataclass (``python -m engine.params``)."""
+    rows = ["| parameter | default | range | what it does |", "|---|---|---|---|"]
+    for spec in PARAM_SPECS:
+        default = "auto" if spec.default is None else ('""' if spec.default == "" else spec.default)
+        rows.append(f"| `{spec.name}` | {default} | {spec.describe_range().replace('|', chr(92) + '|')} "
+                    f"| {spec.help} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

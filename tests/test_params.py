@@ -63,3 +63,15 @@ def test_cli_flags_reach_the_dataclass():
                                       "--shared-reference", "--resize", "stretch"])
     p = build_params(collected_params(args))
     assert (p.num_inference_steps, p.shared_reference, p.resize) == (7, True, "stretch")
+
+
+def test_readme_parameter_table_matches_the_dataclass():
+    from pathlib import Path
+
+    from engine.params import markdown_table
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index("<!-- params-table:start -->\n") + len("<!-- params-table:start -->\n")
+    end = readme.index("<!-- params-table:end -->")
+    assert readme[start:end].strip() == markdown_table().strip(), \
+        "README's table is stale: regenerate it with `python -m engine.params`"
