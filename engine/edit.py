@@ -11,17 +11,18 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .artifacts import Inversion, Source, Variant
 from .attention import InjectionPlan
+from .cache import InversionCache, inversion_key
 from .errors import Cancelled
 from .events import EditWarning, Event, StageFinished, StageStarted, StepProgress
-from .frames import FramePlan, VideoInfo, file_digest, plan_frames, probe_video, read_frames
+from .frames import file_digest, plan_frames, probe_video, read_frames
 from .model import LoadedModel, forward_scheduler, inverse_scheduler
-from .outputs import psnr
+from .outputs import frames_to_uint8, psnr
 from .params import EditParams
 from .sampling import Guidance, Injection, StepTimer, sample, seeded_noise
 from .vae import configure_tiling, decode_latents, encode_frames
@@ -29,45 +30,16 @@ from .vae import configure_tiling, decode_latents, encode_frames
 Emit = Callable[[Event], None]
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One prompt of a source: a job of its own, with its own result folder."""
-
-    job_id: str
-    prompt: str
-    seed: int
-
-
-@dataclass
-class Source:
-    """A clip as the model sees it."""
-
-    info: VideoInfo
-    plan: FramePlan
-    digest: str  # sha256 of the file
-    frames: torch.Tensor  # [F, C, H, W] in [-1, 1], CPU
-
-
-@dataclass
-class Inversion:
-    """What every variant of a source shares: latents, trajectory, round trip and its metrics."""
-
-    source_latents: torch.Tensor  # [1, F', C, h, w]
-    trajectory: torch.Tensor  # [steps, 1, F', C, h, w]
-    round_trip_latents: torch.Tensor  # [1, F', C, h, w]
-    round_trip_frames: torch.Tensor  # [F, C, H, W] in [-1, 1], CPU
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
 class Editor:
     """Runs the stages of edits on ``model``; ``emit`` receives every event, ``should_stop`` is polled
     between stages and before every denoising step (returning True cancels)."""
 
     def __init__(self, model: LoadedModel, emit: Emit | None = None,
-                 should_stop: Callable[[], bool] | None = None):
+                 should_stop: Callable[[], bool] | None = None, cache: InversionCache | None = None):
         self.model = model
         self.emit = emit or (lambda event: None)
         self.should_stop = should_stop or (lambda: False)
+        self.cache = cache
         self.timings: dict[str, float] = {}
 
     @contextlib.contextmanager
@@ -96,8 +68,29 @@ class Editor:
         return Source(info, plan, digest, frames)
 
     def invert(self, source: Source, params: EditParams, job_ids: tuple[str, ...]) -> Inversion:
+        """The source's inversion: from the cache when it holds one for these settings, else computed
+        (and then cached). Cached stages are reported as finished with ``cached=True``."""
+        tiling = configure_tiling(self.model, params)
+        if self.cache is None:
+            return self._compute_inversion(source, params, job_ids)
+        key = inversion_key(source, params, self.model, tiling)
+        inversion = self.cache.get(key)
+        for problem in self.cache.problems:
+            self.emit(EditWarning(job_ids, problem))
+        self.cache.problems.clear()
+        if inversion is not None:
+            for name in ("encode", "invert", "round_trip"):
+                self.emit(StageStarted(name, job_ids, 0))
+                self.emit(StageFinished(name, job_ids, 0.0, cached=True))
+            return inversion
+        inversion = self._compute_inversion(source, params, job_ids)
+        warning = self.cache.put(key, inversion)
+        if warning:
+            self.emit(EditWarning(job_ids, warning))
+        return inversion
+
+    def _compute_inversion(self, source: Source, params: EditParams, job_ids: tuple[str, ...]) -> Inversion:
         """Encode, invert (keeping the trajectory) and check the inversion by a round trip."""
-        configure_tiling(self.model, params)
         with self.stage("encode", job_ids):
             source_latents = encode_frames(self.model, source.frames)  # [1, F', C, h, w]
 
@@ -118,7 +111,8 @@ class Editor:
             "psnr_round_trip_vs_vae_db": psnr(round_trip_frames, vae_only),
             "psnr_vae_vs_original_db": psnr(vae_only, source.frames),
         }
-        return Inversion(source_latents, trajectory, round_trip, round_trip_frames, metrics)
+        video = torch.from_numpy(frames_to_uint8(round_trip_frames))  # [F, H, W, 3]
+        return Inversion(source_latents, trajectory, round_trip, video, metrics)
 
     def _inversion_guidance(self, params: EditParams, job_ids: tuple[str, ...]) -> Guidance:
         """Conditioning of inversion and round trip; guidance between two equal prompts is a no-op and
@@ -156,14 +150,15 @@ class Editor:
         else:
             ref_embeds = positive
             reference_of = tuple(range(k))
-        injection = Injection(inversion.trajectory, ref_embeds, InjectionPlan(len(reference_of), reference_of),
+        trajectory = inversion.trajectory.to(self.model.device)  # the cache keeps it on the CPU
+        injection = Injection(trajectory, ref_embeds, InjectionPlan(len(reference_of), reference_of),
                               num_steps=round(params.inject_fraction * steps))
 
-        shape = tuple(inversion.source_latents.shape)  # (1, F', C, h, w)
+        shape = tuple(trajectory.shape[1:])  # (1, F', C, h, w)
         if params.init == "noise":
             start = torch.cat([seeded_noise(shape, v.seed, self.model.device) for v in variants])
         else:
-            start = inversion.trajectory[-1].expand(k, *shape[1:])  # [K, F', C, h, w]
+            start = trajectory[-1].expand(k, *shape[1:])  # [K, F', C, h, w]
         with self.stage("edit", job_ids, steps) as progress:
             edited, _ = sample(self.model, forward_scheduler(self.model.pipeline), start, guidance, steps,
                                injection=injection, progress=progress, should_stop=self.should_stop)

@@ -94,6 +94,7 @@ class JobFailed(Event):
     job_id: str
     reason: str  # one line: the problem and the fix
     log_path: str | None = None
+    fixable: bool = False  # the user can fix it (bad input, full disk, ...) rather than a fault
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,16 @@ imported first on some systems: dmlc/decord issues #293 and #324).
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import hashlib
 import math
 import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +28,13 @@ from .errors import VideoError
 from .params import MIN_FRAMES, EditParams
 
 VIDEO_FIX = "give the path of a video file ffmpeg can play (mp4, mov, mkv, webm)"
+RECOPY_FIX = "copy or download the video again (it looks cut short), or re-encode it with ffmpeg"
+STILL_FIX = f"give a video clip of at least {MIN_FRAMES} frames (mp4, mov, mkv, webm)"
+CONVERT_FIX = "convert it to MP4 first: ffmpeg -i IN -pix_fmt yuv420p OUT.mp4"
+
+# Log lines decord's C++ code and its ffmpeg write straight to file descriptor 2.
+_NATIVE_LOG = re.compile(r"^\[(\d\d:\d\d:\d\d|[\w,-]+ @ 0x[0-9a-f]+)\] ")
+_NATIVE_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -53,8 +67,40 @@ class FramePlan:
         return len(self.indices)
 
 
+def sniff_file(head: bytes) -> str | None:
+    """What a file's first bytes say it is, for the formats people mistake for videos.
+
+    Returns "still image (PNG)" and the like, "GIF" or "animated WebP" (animations decord cannot
+    read), "MP4" (an ISO media file), "text", or None when the bytes say nothing conclusive.
+    """
+    stills = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"II*\x00", "TIFF"),
+              (b"MM\x00*", "TIFF"))
+    for magic, kind in stills:
+        if head.startswith(magic):
+            return f"still image ({kind})"
+    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 108, 124):
+        return "still image (BMP)"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "animated WebP" if b"ANIM" in head[:4096] else "still image (WebP)"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"heic", b"heix", b"mif1"):
+            return f"still image ({'AVIF' if brand == b'avif' else 'HEIC'})"
+        return "MP4"
+    if head and b"\x00" not in head:
+        try:  # an incremental decoder tolerates a character cut at the end of ``head``
+            text = codecs.getincrementaldecoder("utf-8")().decode(head)
+        except UnicodeDecodeError:
+            return None
+        if sum(c.isprintable() or c.isspace() for c in text) >= 0.95 * len(text):
+            return "text"
+    return None
+
+
 def check_video_path(path: str | os.PathLike) -> Path:
-    """Fail early, with the reason, for paths that cannot be a video."""
+    """Fail early, with the reason, for paths that cannot be a video (cheap: no decoding)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise VideoError(f"video not found: {p}", "check the path (a typo, or a relative path from "
@@ -63,26 +109,107 @@ def check_video_path(path: str | os.PathLike) -> Path:
         raise VideoError(f"{p} is a directory, not a video", VIDEO_FIX)
     if p.stat().st_size == 0:
         raise VideoError(f"{p} is empty (0 bytes)", "copy the video again; the file holds nothing")
+    try:
+        with open(p, "rb") as handle:
+            kind = sniff_file(handle.read(4096))
+    except OSError as exc:
+        raise VideoError(f"cannot open {p} ({exc.strerror or exc})", "check the file's permissions") from exc
+    if kind and kind.startswith("still image"):
+        raise VideoError(f"{p.name} is a {kind}, not a video", STILL_FIX)
+    if kind in ("GIF", "animated WebP"):
+        raise VideoError(f"{p.name} is an {kind.replace('GIF', 'animated GIF')}, which the video reader "
+                         "(decord) cannot decode", CONVERT_FIX)
+    if kind == "text":
+        raise VideoError(f"cannot read {p.name} as a video (it is a text file)", VIDEO_FIX)
     return p
 
 
-def _open(path: Path, **size: int) -> decord.VideoReader:
+@contextlib.contextmanager
+def _native_stderr() -> Iterator[list[str]]:
+    """Catch what decord's C++ code and its ffmpeg print straight to file descriptor 2 meanwhile.
+
+    Their log lines (``[12:00:00] .../video_reader.cc:83: ERROR opening ...``) would add noise around
+    the engine's own one-line error; they are collected into the yielded list (filled on exit) to
+    explain a failure instead. Other lines written meanwhile are passed on to stderr.
+    """
+    lines: list[str] = []
+    with _NATIVE_LOCK, tempfile.TemporaryFile() as sink:
+        try:
+            if sys.stderr:
+                sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(sink.fileno(), 2)
+        except (OSError, ValueError):  # no fd 2 (a daemon, a closed stream): nothing to catch
+            saved = None
+        try:
+            yield lines
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+            sink.seek(0)
+            others = []
+            for line in sink.read().decode("utf-8", "replace").splitlines():
+                (lines if _NATIVE_LOG.match(line) else others).append(line)
+            if others and sys.stderr:
+                sys.stderr.write("\n".join(others) + "\n")
+
+
+def _reason(exc: BaseException, log: list[str], path: Path) -> tuple[str, str]:
+    """Why decord could not open ``path``, in words, and the fix."""
+    text = " ".join([str(exc), *log])
+    if "av_read_frame failed" in text or "partial file" in text or (
+            "moov atom not found" in text and _sniff_path(path) == "MP4"):
+        return "the file is truncated or corrupt", RECOPY_FIX
+    if "cannot find video stream" in text:
+        return ("it holds no readable video stream: audio only, or cut short?",
+                "give a file with a video track (mp4, mov, mkv, webm), or copy it again if it was cut short")
+    if "Invalid data found" in text or "moov atom not found" in text or "Error reading" in text:
+        return "ffmpeg does not recognise its format", VIDEO_FIX
+    if "broken metadata" in text:
+        return "its duration and frame count cannot be read", RECOPY_FIX
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", first)  # decord's "[time] file.cc:line: " prefix
+    return first[:100], VIDEO_FIX
+
+
+def _sniff_path(path: Path) -> str | None:
     try:
+        with open(path, "rb") as handle:
+            return sniff_file(handle.read(4096))
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def _decord_errors(path: Path, problem: str) -> Iterator[None]:
+    """Run decord calls quietly; turn their failures into ``VideoError("<problem> (<reason>)", fix)``."""
+    failure = None
+    with _native_stderr() as log:
+        try:
+            yield
+        except (decord.DECORDError, RuntimeError, AssertionError, IndexError) as exc:  # decord asserts
+            failure = exc  # frames > 0 when it opens a clip
+    if failure is not None:
+        reason, fix = _reason(failure, log, path)
+        raise VideoError(f"{problem} ({reason})", fix) from failure
+
+
+def _open(path: Path, **size: int) -> decord.VideoReader:
+    with _decord_errors(path, f"cannot read {path.name} as a video"):
         return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **size)
-    except (decord.DECORDError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VideoError(f"cannot read {path.name} as a video ({first[:120]})", VIDEO_FIX) from exc
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """Frame count, frame rate and size of a clip, without decoding its frames."""
+    """Frame count, frame rate and size of a clip, decoding only its first frame."""
     p = check_video_path(path)
     reader = _open(p)
     num_frames = len(reader)
     if num_frames == 0:
         raise VideoError(f"{p.name} holds no video frames", VIDEO_FIX)
-    height, width = reader[0].shape[:2] if num_frames else (0, 0)
-    fps = float(reader.get_avg_fps() or 0.0)
+    with _decord_errors(p, f"cannot decode the first frame of {p.name}"):
+        height, width = reader[0].shape[:2]
+        fps = float(reader.get_avg_fps() or 0.0)
     if not math.isfinite(fps) or fps <= 0:
         fps = 8.0
     return VideoInfo(str(p), num_frames, fps, int(width), int(height))
@@ -97,6 +224,11 @@ def select_frame_indices(num_frames: int, skip_frames_start: int, skip_frames_en
     range); cut to ``max_num_frames``; then drop trailing frames to the largest 4k+1 count the VAE
     accepts. Raises VideoError when fewer than MIN_FRAMES remain.
     """
+    if skip_frames_start + skip_frames_end >= num_frames and num_frames >= MIN_FRAMES:
+        raise VideoError(
+            f"skip_frames_start ({skip_frames_start}) + skip_frames_end ({skip_frames_end}) drop all "
+            f"{num_frames} frames of the clip; an edit needs at least {MIN_FRAMES}",
+            f"lower skip_frames_start/skip_frames_end so that at least {MIN_FRAMES} frames remain")
     start = min(skip_frames_start, num_frames)
     end = max(start, num_frames - skip_frames_end)
     available = end - start
@@ -139,12 +271,10 @@ def read_frames(info: VideoInfo, plan: FramePlan) -> torch.Tensor:
     Returns float32 frames scaled to [-1, 1], shaped [F, C, H, W].
     """
     dec_h, dec_w = plan.decode_size
-    reader = _open(Path(info.path), height=dec_h, width=dec_w)
-    try:
+    path = Path(info.path)
+    reader = _open(path, height=dec_h, width=dec_w)
+    with _decord_errors(path, f"cannot decode the frames of {path.name}"):
         batch = reader.get_batch(list(plan.indices)).asnumpy()  # [F, H, W, C] uint8
-    except (decord.DECORDError, RuntimeError, IndexError) as exc:
-        raise VideoError(f"cannot decode the frames of {Path(info.path).name} (truncated or corrupt?)",
-                         "re-encode or re-copy the video") from exc
     if batch.shape[0] != plan.num_frames:
         raise VideoError(f"{Path(info.path).name} returned {batch.shape[0]} of {plan.num_frames} frames "
                          "(truncated?)", "re-encode or re-copy the video")
@@ -161,3 +291,9 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_single_frame(path: str | os.PathLike, index: int) -> np.ndarray:
+    """Frame ``index`` (clamped to the clip) of a video as [H, W, 3] uint8: for previews."""
+    reader = _open(check_video_path(path))
+    return reader[max(0, min(index, len(reader) - 1))].asnumpy()

@@ -18,8 +18,8 @@ from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline, DDIMInverseSche
 
 from .attention import InjectionState, install_injection
 from .errors import ModelError
+from .jobs import DEFAULT_MODEL
 
-DEFAULT_MODEL = "THUDM/CogVideoX-5b"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -95,12 +95,42 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
         except Exception as exc:  # offline, unknown repo, gated, ...
             raise ModelError(
                 f"model {model} is not in the Hugging Face cache and could not be downloaded "
-                f"({type(exc).__name__})",
+                f"({_download_failure(exc)})",
                 f"run `hf download {model}` on a machine with internet (then copy the cache or the "
                 "folder here and pass --model FOLDER)") from exc
     folder = Path(folder)
     revision = folder.name if folder.parent.name == "snapshots" else None
     return folder, revision
+
+
+def _download_failure(exc: Exception) -> str:
+    """Why a hub download failed, in words (the exception's type name when nothing better is known)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        return "offline: HF_HUB_OFFLINE is set"
+    if isinstance(exc, GatedRepoError):
+        return "the repository is gated: accept its licence on the hub, then `hf auth login`"
+    if isinstance(exc, RepositoryNotFoundError):
+        return "no such repository on the hub, or it is private"
+    return type(exc).__name__
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file cannot be whole (empty, cut short, corrupt header), from its header alone."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if size < 8 or length > size - 8:
+                return "empty" if size == 0 else "cut short"
+            header = json.loads(handle.read(length))
+        end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"),
+                  default=0)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return "corrupt (unreadable header)"
+    return f"cut short ({size} of {8 + length + end} bytes)" if 8 + length + end > size else None
 
 
 def check_model_folder(folder: Path) -> None:
@@ -127,6 +157,11 @@ def check_model_folder(folder: Path) -> None:
         if not weights:
             raise ModelError(f"{folder}/{part} holds no weights (an incomplete download?)",
                              "download the model again (hf download ...)")
+        for file in weights:
+            problem = safetensors_problem(file) if file.suffix == ".safetensors" else None
+            if problem:
+                raise ModelError(f"{file} is {problem} (an incomplete download?)",
+                                 "download the model again (hf download ...)")
 
 
 def quiet_libraries() -> None:

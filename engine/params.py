@@ -133,6 +133,12 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
+def _show(raw: Any, limit: int = 40) -> str:
+    """``repr(raw)`` cut to ``limit`` characters, so a hostile value cannot flood the one-line error."""
+    text = repr(raw)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _spec_of(f: dataclasses.Field) -> ParamSpec:
     hint = typing.get_type_hints(EditParams)[f.name]
     optional = False
@@ -167,23 +173,23 @@ def parse_value(spec: ParamSpec, raw: Any) -> Any:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"{raw!r} is not true/false")
+        raise ValueError(f"{_show(raw)} is not true/false")
     if spec.kind is int:
         if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-            raise ValueError(f"{raw!r} is not a whole number")
+            raise ValueError(f"{_show(raw)} is not a whole number")
         try:
             return int(str(raw).strip()) if not isinstance(raw, (int, float)) else int(raw)
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a whole number") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{_show(raw)} is not a whole number") from None
     if spec.kind is float:
         if isinstance(raw, bool):
-            raise ValueError(f"{raw!r} is not a number")
+            raise ValueError(f"{_show(raw)} is not a number")
         try:
             return float(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"{raw!r} is not a number") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{_show(raw)} is not a number") from None
     if not isinstance(raw, str):
-        raise ValueError(f"{raw!r} is not text")
+        raise ValueError(f"{_show(raw)} is not text")
     return raw
 
 
@@ -224,12 +230,31 @@ def build_params(values: dict[str, Any] | None = None, preset: str = "default") 
             continue
         problem = field_problem(spec, value)
         if problem:
-            problems.append(f"{name}: {problem} (got {raw!r})")
+            problems.append(f"{name}: {problem} (got {_show(raw)})")
         else:
             typed[name] = value
     if problems:
         raise ParamsError(problems)
     return EditParams(**typed)
+
+
+EMPTY_PROMPT = "the edit prompt is empty — write what the video should become"
+
+
+def check_prompts(prompts: list[str]) -> None:
+    """Refuse, before any model work, a batch with no prompt or with an empty (or blank) one."""
+    prompts = list(prompts or [])
+    if not prompts:
+        raise ParamsError([f"prompt: {EMPTY_PROMPT} (no prompt was given)"])
+    problems = []
+    for number, prompt in enumerate(prompts, start=1):
+        where = "prompt" if len(prompts) == 1 else f"prompt {number} of {len(prompts)}"
+        if not isinstance(prompt, str):
+            problems.append(f"{where}: must be text (got {_show(prompt)})")
+        elif not prompt.strip():
+            problems.append(f"{where}: {EMPTY_PROMPT}")
+    if problems:
+        raise ParamsError(problems)
 
 
 def params_to_dict(params: EditParams) -> dict[str, Any]:

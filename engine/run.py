@@ -17,14 +17,17 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .edit import Editor, Emit, Inversion, Source, Variant
+from .artifacts import Inversion, Source, Variant
+from .cache import InversionCache
+from .contact_sheet import write_contact_sheet
+from .edit import Editor, Emit
 from .events import JobFinished
 from .model import LoadedModel
 from .outputs import StagedFolder, atomic_path, frames_to_uint8, psnr, write_json_atomic, write_mp4
 from .params import EditParams, params_to_dict
 
 OUTPUT_FILES = {"original": "original.mp4", "reconstruction": "reconstruction.mp4", "edited": "edited.mp4",
-                "job": "job.json"}
+                "contact_sheet": "contact_sheet.png", "job": "job.json"}
 
 
 @dataclass(frozen=True)
@@ -73,10 +76,12 @@ def job_record(variant: Variant, source: Source, params: EditParams, model: Load
 def run_edit(model: LoadedModel, source_path: str | os.PathLike, variants: list[Variant], params: EditParams,
              output_dir: str | os.PathLike, emit: Emit | None = None,
              should_stop: Callable[[], bool] | None = None,
-             save_latents: str | os.PathLike | None = None) -> list[EditResult]:
-    """Edit ``source_path`` once per variant, sharing one inversion; returns the finished results."""
+             save_latents: str | os.PathLike | None = None,
+             cache: InversionCache | None = None) -> list[EditResult]:
+    """Edit ``source_path`` once per variant, sharing one inversion (from ``cache`` when it has it);
+    returns the finished results."""
     started = dt.datetime.now().astimezone()
-    editor = Editor(model, emit, should_stop)
+    editor = Editor(model, emit, should_stop, cache)
     job_ids = tuple(v.job_id for v in variants)
     source = editor.load_source(source_path, params, job_ids)
     inversion = editor.invert(source, params, job_ids)
@@ -86,7 +91,7 @@ def run_edit(model: LoadedModel, source_path: str | os.PathLike, variants: list[
     results = []
     with editor.stage("export", job_ids, len(variants)) as progress:
         original = frames_to_uint8(source.frames)
-        round_trip = frames_to_uint8(inversion.round_trip_frames)
+        round_trip = inversion.round_trip_video.numpy()
         for i, (variant, latents, frames) in enumerate(zip(variants, edited_latents, edited_frames)):
             metrics = inversion.metrics | {"psnr_edited_vs_original_db": psnr(frames, source.frames)}
             record = job_record(variant, source, params, model, editor.timings, metrics, variants, started)
@@ -111,6 +116,8 @@ def _export_variant(output_dir: Path, variant: Variant, record: dict, original, 
         write_mp4(staged.path / OUTPUT_FILES["original"], original, fps)
         write_mp4(staged.path / OUTPUT_FILES["reconstruction"], round_trip, fps)
         write_mp4(staged.path / OUTPUT_FILES["edited"], edited, fps)
+        write_contact_sheet(staged.path / OUTPUT_FILES["contact_sheet"],
+                            {"original": original, "round trip": round_trip, "edited": edited})
         write_json_atomic(staged.path / OUTPUT_FILES["job"], record | {"output_dir": str(staged.final)})
         return staged.commit()
     except BaseException:

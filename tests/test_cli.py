@@ -115,4 +115,4 @@ def test_demo_headless_through_the_installed_command(tmp_path):
     assert len(folders) == 2
     for folder in folders:
         assert {p.name for p in folder.iterdir()} == {"original.mp4", "reconstruction.mp4", "edited.mp4",
-                                                      "job.json"}
+                                                      "contact_sheet.png", "job.json"}

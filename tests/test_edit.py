@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.edit import Editor, Variant
+from engine.artifacts import Variant
+from engine.edit import Editor
 from engine.events import StageStarted, StepProgress
 from engine.run import run_edit
 
@@ -25,8 +26,8 @@ def test_full_edit_writes_three_playable_mp4s_and_job_json(tiny_model, clip_path
     params = tiny_params(max_num_frames=17)
     (result,), _ = _edit(tiny_model, clip_path, params, tmp_path=tmp_path)
     folder = result.output_dir
-    assert sorted(p.name for p in folder.iterdir()) == ["edited.mp4", "job.json", "original.mp4",
-                                                        "reconstruction.mp4"]
+    assert sorted(p.name for p in folder.iterdir()) == ["contact_sheet.png", "edited.mp4", "job.json",
+                                                        "original.mp4", "reconstruction.mp4"]
     for name in ("original.mp4", "reconstruction.mp4", "edited.mp4"):
         reader = decord.VideoReader(str(folder / name))
         assert len(reader) == 17

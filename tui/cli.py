@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-import uuid
 from pathlib import Path
 
 from engine.errors import EditError
@@ -142,33 +141,52 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, video: str, prompts: list[str], params, save_latents) -> int:
-    from engine.edit import Variant
-    from engine.events import EngineReady, StageFinished, StageStarted
-    from engine.frames import check_video_path
-    from engine.model import DEFAULT_MODEL, load_model
-    from engine.paths import default_output_dir
-    from engine.run import run_edit
+    """Queue one job per prompt on an engine worker, show its events, wait for the jobs to end."""
+    from engine.frames import plan_frames, probe_video
+    from engine.params import check_prompts
+    from engine.store import DONE
+    from engine.worker import EngineConfig, JobSpec, Worker
 
     from .headless import JsonLinesPrinter, ProgressBars
 
-    check_video_path(video)  # fail fast on a bad path, before the model loads
-    output_dir = args.output_dir or default_output_dir()
+    check_prompts(prompts)
+    plan_frames(probe_video(video), params)  # a bad clip fails here, before the model loads
+    # All prompts of the command are variants of one batch over one inversion.
+    config = EngineConfig(model=args.model or EngineConfig.model, device=args.device, dtype=args.dtype,
+                          output_dir=args.output_dir, max_batch_variants=len(prompts))
+    worker = Worker.open(config)
     subscriber = JsonLinesPrinter() if args.events == "jsonl" else ProgressBars()
-    variants = [Variant(uuid.uuid4().hex[:8], prompt, params.seed) for prompt in prompts]
-    with subscriber:
-        subscriber(StageStarted("load", tuple(v.job_id for v in variants), 0))
-        model = load_model(args.model or DEFAULT_MODEL, args.device, args.dtype)
-        subscriber(StageFinished("load", tuple(v.job_id for v in variants), model.load_seconds))
-        subscriber(EngineReady(model.model, model.resolved_path, str(model.device), model.dtype_name,
-                               model.load_seconds))
-        results = run_edit(model, video, variants, params, output_dir, emit=subscriber,
-                           save_latents=save_latents)
+    try:
+        with subscriber:
+            unsubscribe = worker.subscribe(subscriber)
+            jobs = [worker.submit(JobSpec(video, prompt, params)) for prompt in prompts]
+            worker.only = {job.id for job in jobs}
+            worker.save_latents = save_latents
+            worker.start()
+            worker.wait_idle(worker.only)
+            worker.stop()
+            unsubscribe()
+        records = [worker.store.get(job.id) for job in jobs]
+    finally:
+        worker.close()
+    if worker.load_error is not None:
+        raise worker.load_error
     stream = sys.stderr if args.events == "jsonl" else sys.stdout
-    for result in results:
-        print(f"{result.variant.prompt!r}: {result.output_dir}", file=stream)
+    for record in records:
+        if record.status == DONE:
+            print(f"{record.prompt!r}: {record.output_dir}", file=stream)
+    failed = [r for r in records if r.status != DONE]
+    if failed:
+        print(f"error: {failed[0].error or failed[0].status}", file=sys.stderr)
+        return 2 if all(_fixable(r) for r in failed) else 1
     if save_latents:
         print(f"latents: {save_latents}", file=stream)
     return 0
+
+
+def _fixable(record) -> bool:
+    """A failure the user can fix (its reason names a fix) rather than an unexpected fault."""
+    return bool(record.error) and not record.error.startswith("unexpected ")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,97 @@
+"""The engine as front ends see it: jobs, events, parameters, history, previews.
+
+Importing this module is light (no torch, no decord): the TUI imports it at start-up and shows its
+screen at once; functions that need the ML stack import it when first called, which front ends do
+off their UI thread.
+
+- :func:`open_worker` locks the data dir and returns a :class:`engine.worker.Worker` (see its module
+  doc for submit / cancel / move / pause / resume / requeue / subscribe / start / close).
+- :func:`describe_source` says what a clip is and how many frames the parameters keep.
+- :func:`result_frame_count` and :func:`result_frames` read frames of a finished result's videos.
+- :func:`delete_result` removes a finished job from history and its folder from disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import EditError
+from .events import (STAGES, EditWarning, EngineReady, EngineStopped, Event, GpuMemory, JobCancelled, JobFailed,
+                     JobFinished, JobQueued, JobStarted, StageFinished, StageStarted, StepProgress, event_to_dict)
+from .jobs import DEFAULT_MODEL, EngineConfig, JobSpec
+from .params import PARAM_SPECS, PRESETS, EditParams, ParamsError, ParamSpec, build_params, field_problem, parse_value
+from .store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, REQUEUEABLE, RUNNING, JobRecord, Store
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .worker import Worker
+
+RESULT_VIDEOS = {"original": "original.mp4", "reconstruction": "reconstruction.mp4", "edited": "edited.mp4"}
+
+
+def open_worker(config: EngineConfig, **kwargs) -> Worker:
+    """Lock the data dir and open the worker (loads torch; the model loads on ``start()``)."""
+    from .worker import Worker
+
+    return Worker.open(config, **kwargs)
+
+
+@dataclass(frozen=True)
+class SourceSummary:
+    """What a clip is and what an edit with given parameters would take of it."""
+
+    path: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    kept_frames: int  # after skips, stride, cap and the 4k+1 rule
+    stride: int
+    output_fps: float
+
+
+def describe_source(path: str, params: EditParams) -> SourceSummary:
+    """Probe ``path`` and plan its frames; raises EditError (VideoError) with the reason."""
+    from .frames import plan_frames, probe_video
+
+    info = probe_video(path)
+    plan = plan_frames(info, params)
+    return SourceSummary(info.path, info.num_frames, info.fps, info.width, info.height, plan.num_frames,
+                         plan.stride, plan.fps)
+
+
+def result_frame_count(output_dir: str) -> int:
+    from .frames import probe_video
+
+    return probe_video(Path(output_dir) / RESULT_VIDEOS["edited"]).num_frames
+
+
+def result_frames(output_dir: str, index: int) -> dict[str, np.ndarray]:
+    """Frame ``index`` of the original, reconstruction and edited videos: label -> [H, W, 3] uint8."""
+    from .frames import read_single_frame
+
+    return {label: read_single_frame(Path(output_dir) / name, index) for label, name in RESULT_VIDEOS.items()}
+
+
+def delete_result(store: Store, job_id: str) -> JobRecord | None:
+    """Forget a job and delete its result folder (only a folder that holds its job.json)."""
+    record = store.delete(job_id)
+    if record is not None and record.output_dir:
+        folder = Path(record.output_dir)
+        if (folder / "job.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+    return record
+
+
+__all__ = [
+    "CANCELLED", "DEFAULT_MODEL", "DONE", "FAILED", "INTERRUPTED", "PARAM_SPECS", "PRESETS", "QUEUED",
+    "REQUEUEABLE", "RESULT_VIDEOS", "RUNNING", "STAGES", "EditError", "EditParams", "EditWarning", "EngineConfig",
+    "EngineReady", "EngineStopped", "Event", "GpuMemory", "JobCancelled", "JobFailed", "JobFinished", "JobQueued",
+    "JobRecord", "JobSpec", "JobStarted", "ParamSpec", "ParamsError", "SourceSummary", "StageFinished",
+    "StageStarted", "StepProgress", "Store", "build_params", "delete_result", "describe_source", "event_to_dict",
+    "field_problem", "open_worker", "parse_value", "result_frame_count", "result_frames",
+]

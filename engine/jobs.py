@@ -1,0 +1,35 @@
+"""What the engine is asked to do: the worker's configuration and a job's specification.
+
+Light on purpose (no torch): front ends import it at start-up without loading the ML stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .params import EditParams
+
+DEFAULT_MODEL = "THUDM/CogVideoX-5b"
+DEFAULT_CACHE_BYTES = 20 * 1024**3
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Where and how the worker runs."""
+
+    model: str = DEFAULT_MODEL
+    device: str | None = None  # None: the first GPU, else the CPU
+    dtype: str | None = None  # None: bf16 on a GPU, fp32 on the CPU
+    output_dir: Path | None = None  # None: the data dir's outputs/
+    max_batch_variants: int = 4  # variants of one source edited together in one batch
+    cache_max_bytes: int = DEFAULT_CACHE_BYTES
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to run: a source clip, an edit prompt and the parameters (the seed among them)."""
+
+    source: str
+    prompt: str
+    params: EditParams

@@ -1,0 +1,233 @@
+"""The engine worker with the real tiny model, real SQLite, real files: batching, the inversion cache,
+cancellation, failures, ordering of events."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from engine.events import (EditWarning, JobCancelled, JobFailed, JobFinished, StageFinished, StageStarted,
+                           StepProgress)
+from engine.store import CANCELLED, DONE, FAILED, QUEUED, DataDirBusy
+from engine.worker import EngineConfig, JobSpec, Worker
+
+
+class Recorder:
+    """Collects events; ``wait_for`` blocks until a predicate over them holds."""
+
+    def __init__(self):
+        self.events = []
+        self.cond = threading.Condition()
+
+    def __call__(self, event):
+        with self.cond:
+            self.events.append(event)
+            self.cond.notify_all()
+
+    def wait_for(self, predicate, timeout=60.0):
+        with self.cond:
+            assert self.cond.wait_for(lambda: predicate(self.events), timeout), self.events[-5:]
+
+    def of(self, kind, **match):
+        return [e for e in self.events if isinstance(e, kind) and all(getattr(e, k) == v for k, v in match.items())]
+
+
+def open_worker(tmp_path, model, **config):
+    worker = Worker.open(EngineConfig(model="tiny", device="cpu", output_dir=tmp_path / "out", **config),
+                         root=tmp_path / "data", cache_root=tmp_path / "cache", loader=lambda: model)
+    recorder = Recorder()
+    worker.subscribe(recorder)
+    return worker, recorder
+
+
+def finished(job_ids):
+    return lambda events: {e.job_id for e in events if isinstance(e, (JobFinished, JobFailed, JobCancelled))} >= set(job_ids)
+
+
+def test_two_variants_of_one_clip_run_one_inversion(tmp_path, tiny_model, clip_path, tiny_params):
+    worker, rec = open_worker(tmp_path, tiny_model)
+    try:
+        jobs = [worker.submit(JobSpec(str(clip_path), p, tiny_params())) for p in ("a cat", "a dog")]
+        worker.start()
+        rec.wait_for(finished([j.id for j in jobs]))
+        assert [e.stage for e in rec.of(StageStarted)].count("invert") == 1
+        for job in jobs:
+            record = worker.store.get(job.id)
+            assert record.status == DONE
+            assert (tmp_path / "out").joinpath(record.output_dir).joinpath("contact_sheet.png").is_file()
+            assert record.metrics["psnr_round_trip_vs_original_db"] > 0
+            assert {"invert", "edit", "export"} <= set(record.timings)
+    finally:
+        worker.close()
+
+
+def test_events_arrive_in_order_and_step_counts_add_up(tmp_path, tiny_model, clip_path, tiny_params):
+    worker, rec = open_worker(tmp_path, tiny_model)
+    try:
+        job = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
+        worker.start()
+        rec.wait_for(finished([job.id]))
+    finally:
+        worker.close()
+    stages = [e.stage for e in rec.events if isinstance(e, StageStarted)]
+    assert stages == ["load", "frames", "encode", "invert", "round_trip", "edit", "decode", "export"]
+    times = [e.time for e in rec.events]
+    assert times == sorted(times)
+    for stage in ("invert", "round_trip", "edit"):
+        steps = [e.step for e in rec.of(StepProgress, stage=stage)]
+        assert steps == list(range(1, 7))
+    assert rec.of(JobFinished)[0].job_id == job.id
+
+
+def test_a_variant_after_a_restart_reuses_the_disk_cache(tmp_path, tiny_model, clip_path, tiny_params):
+    worker, rec = open_worker(tmp_path, tiny_model)
+    try:
+        first = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
+        worker.start()
+        rec.wait_for(finished([first.id]))
+    finally:
+        worker.close()
+    worker, rec = open_worker(tmp_path, tiny_model)  # a new process would start with an empty memory cache
+    try:
+        later = worker.submit(JobSpec(str(clip_path), "a dog", tiny_params()))
+        worker.start()
+        rec.wait_for(finished([later.id]))
+        invert = rec.of(StageFinished, stage="invert")
+        assert len(invert) == 1 and invert[0].cached
+        assert not rec.of(StepProgress, stage="invert")
+        assert worker.store.get(later.id).status == DONE
+    finally:
+        worker.close()
+
+
+def test_a_corrupt_cache_file_is_recomputed_not_trusted(tmp_path, tiny_model, clip_path, tiny_params):
+    worker, rec = open_worker(tmp_path, tiny_model)
+    try:
+        job = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
+        worker.start()
+        rec.wait_for(finished([job.id]))
+    finally:
+        worker.close()
+    (entry,) = (tmp_path / "cache" / "inversions").glob("*.safetensors")
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # truncated
+    worker, rec = open_worker(tmp_path, tiny_model)
+    try:
+        job = worker.submit(JobSpec(str(clip_path), "a dog", tiny_params()))
+        worker.start()
+        rec.wait_for(finished([job.id]))
+        assert any("unusable" in w.message for w in rec.of(EditWarning))
+        assert not rec.of(StageFinished, stage="invert")[0].cached
+        assert worker.store.get(job.id).status == DONE
+    finally:
+        worker.close()
+    assert entry.is_file() and entry.stat().st_size > 0  # rewritten whole
+
+
+def _slow_transformer(monkeypatch, model, seconds=0.05, fail_with=None):
+    transformer = model.pipeline.transformer
+    original = transformer.forward
+    calls = {"n": 0}
+
+    def forward(*args, **kwargs):
+        calls["n"] += 1
+        if fail_with is not None and fail_with(calls["n"]):
+            raise fail_with.error
+        time.sleep(seconds)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformer, "forward", forward)
+    return calls
+
+
+def test_cancel_during_a_step_stops_within_a_step(tmp_path, tiny_model, clip_path, tiny_params, monkeypatch):
+    _slow_transformer(monkeypatch, tiny_model)
+    worker, rec = open_worker(tmp_path, tiny_model)
+    try:
+        job = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params(num_inference_steps=20)))
+        worker.start()
+        rec.wait_for(lambda ev: any(isinstance(e, StepProgress) and e.stage == "edit" and e.step >= 2 for e in ev))
+        at_cancel = max(e.step for e in rec.of(StepProgress, stage="edit"))
+        assert worker.cancel(job.id)
+        rec.wait_for(finished([job.id]))
+        last = max(e.step for e in rec.of(StepProgress, stage="edit"))
+        assert last - at_cancel <= 1
+        assert worker.store.get(job.id).status == CANCELLED
+        out = tmp_path / "out"
+        assert not out.exists() or not any(out.iterdir())  # nothing, not even a staging folder
+    finally:
+        worker.close()
+
+
+def test_a_job_that_raises_is_failed_and_the_next_job_finishes(tmp_path, tiny_model, clip_path, tiny_params,
+                                                              monkeypatch):
+    def first_call(n):
+        return n == 1
+
+    first_call.error = RuntimeError("boom in the transformer")
+    _slow_transformer(monkeypatch, tiny_model, seconds=0, fail_with=first_call)
+    worker, rec = open_worker(tmp_path, tiny_model)
+    try:
+        bad = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
+        good = worker.submit(JobSpec(str(clip_path), "a dog", tiny_params(seed=1, num_inference_steps=5)))
+        worker.start()
+        rec.wait_for(finished([bad.id, good.id]))
+        failed = worker.store.get(bad.id)
+        assert failed.status == FAILED and "boom in the transformer" in failed.error
+        assert "Traceback" in open(failed.log_path).read()
+        assert worker.store.get(good.id).status == DONE
+    finally:
+        worker.close()
+
+
+def test_out_of_memory_fails_the_job_with_a_hint_and_the_next_runs(tmp_path, tiny_model, clip_path, tiny_params,
+                                                                  monkeypatch):
+    def first_call(n):
+        return n == 1
+
+    first_call.error = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    _slow_transformer(monkeypatch, tiny_model, seconds=0, fail_with=first_call)
+    worker, rec = open_worker(tmp_path, tiny_model)
+    try:
+        bad = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
+        good = worker.submit(JobSpec(str(clip_path), "a dog", tiny_params(num_inference_steps=5)))
+        worker.start()
+        rec.wait_for(finished([bad.id, good.id]))
+        reason = worker.store.get(bad.id).error
+        assert "out of GPU memory" in reason and "max_num_frames" in reason
+        (event,) = rec.of(JobFailed, job_id=bad.id)
+        assert event.fixable
+        assert worker.store.get(good.id).status == DONE
+    finally:
+        worker.close()
+
+
+def test_a_second_instance_is_refused_with_the_owner(tmp_path, tiny_model):
+    worker, _ = open_worker(tmp_path, tiny_model)
+    try:
+        with pytest.raises(DataDirBusy) as info:
+            Worker.open(EngineConfig(), root=tmp_path / "data", cache_root=tmp_path / "cache")
+        assert "pid" in str(info.value) and "XDG_DATA_HOME" in str(info.value)
+    finally:
+        worker.close()
+
+
+def test_queue_survives_a_restart_and_can_be_reordered(tmp_path, tiny_model, clip_path, tiny_params):
+    worker, _ = open_worker(tmp_path, tiny_model)
+    try:
+        a, b, c = (worker.submit(JobSpec(str(clip_path), p, tiny_params())) for p in ("a", "b", "c"))
+        assert worker.move(c.id, -1)
+        assert worker.cancel(a.id)
+    finally:
+        worker.close()
+    worker, _ = open_worker(tmp_path, tiny_model)
+    try:
+        assert [j.prompt for j in worker.store.queued()] == ["c", "b"]
+        assert worker.store.get(a.id).status == CANCELLED
+        assert worker.requeue(a.id)
+        assert [j.prompt for j in worker.store.queued()] == ["c", "b", "a"]
+        assert all(j.status == QUEUED for j in worker.store.queued())
+    finally:
+        worker.close()
