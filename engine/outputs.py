@@ -28,13 +28,51 @@ from .errors import OutputError
 DISK_FULL_FIX = "free disk space (or choose another --output-dir) and re-queue the job"
 
 
-def _output_error(exc: OSError, path: Path) -> OutputError:
+WRITABLE_FIX = "choose a writable --output-dir"
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest of ``folder`` and its parents that exists as something other than a folder."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def _output_error(exc: OSError, path: Path, folder: Path | None = None) -> OutputError:
+    """One line for a failed write of ``path`` (or of the folder ``folder``, when creating it)."""
+    creating = folder is not None
+    folder = folder or path.parent
     if exc.errno == errno.ENOSPC:
         return OutputError(f"disk full while writing {path}", DISK_FULL_FIX)
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OutputError(f"cannot write to {path.parent} (permission denied)",
-                           "choose a writable --output-dir")
+        return OutputError(f"cannot write to {folder} (permission denied)", WRITABLE_FIX)
+    blocker = _file_in_the_way(folder) if exc.errno in (errno.ENOTDIR, errno.EEXIST) else None
+    if blocker == folder:
+        return OutputError(f"the output folder {folder} is a file, not a folder", WRITABLE_FIX)
+    if blocker is not None:
+        return OutputError(f"cannot create the output folder {folder}: {blocker} is a file, not a folder",
+                           WRITABLE_FIX)
+    if creating:
+        return OutputError(f"cannot create the output folder {folder} ({exc.strerror or exc})", WRITABLE_FIX)
     return OutputError(f"cannot write {path} ({exc.strerror or exc})", "check the output directory")
+
+
+def check_output_dir(output_dir: str | os.PathLike) -> Path:
+    """Create ``output_dir`` if needed and prove it writable, before any model work is spent on a job.
+
+    Permission bits are not enough to tell (root ignores them, a read-only mount does not show in
+    them), so a small file is created and removed.
+    """
+    folder = Path(output_dir).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _output_error(exc, folder / ".write-test", folder) from exc
+    return folder
 
 
 @contextlib.contextmanager
@@ -119,7 +157,7 @@ class StagedFolder:
             output_dir.mkdir(parents=True, exist_ok=True)
             self.path.mkdir()
         except OSError as exc:
-            raise _output_error(exc, self.path / "job.json") from exc
+            raise _output_error(exc, self.final, output_dir) from exc
 
     def commit(self) -> Path:
         try:

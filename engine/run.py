@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from .artifacts import Inversion, Source, Variant
 from .cache import InversionCache
 from .contact_sheet import write_contact_sheet
 from .edit import Editor, Emit
+from .errors import EditError
 from .events import JobFinished
 from .model import LoadedModel
 from .outputs import StagedFolder, atomic_path, frames_to_uint8, psnr, write_json_atomic, write_mp4
@@ -98,14 +100,29 @@ def run_edit(model: LoadedModel, source_path: str | os.PathLike, variants: list[
             folder = _export_variant(Path(output_dir), variant, record, original, round_trip,
                                      frames_to_uint8(frames))
             results.append(EditResult(variant, folder, metrics, latents))
+            # Announced as soon as it is on disk: a later variant's failure cannot take it back.
+            editor.emit(JobFinished(variant.job_id, str(folder),
+                                    {k: str(folder / name) for k, name in OUTPUT_FILES.items()},
+                                    metrics, dict(editor.timings)))
             progress(i + 1, len(variants))
     if save_latents:
         write_latents(Path(save_latents), inversion, results)
-    for result in results:
-        editor.emit(JobFinished(result.variant.job_id, str(result.output_dir),
-                                {k: str(result.output_dir / name) for k, name in OUTPUT_FILES.items()},
-                                result.metrics, dict(editor.timings)))
     return results
+
+
+def read_job_file(path: Path) -> dict:
+    """A result's job.json, checked enough to run it again; EditError when it is unreadable."""
+    try:
+        job = json.loads(Path(path).read_text())
+        for key in ("prompt", "params", "source", "model"):
+            job[key]  # noqa: B018 - presence check
+        job["source"]["path"], job["model"]["model"]  # noqa: B018
+        if not isinstance(job["params"], dict):
+            raise TypeError("params is not an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EditError(f"cannot use {path} as a job file ({type(exc).__name__}: {str(exc)[:80]})",
+                        "pass the job.json of a finished result folder") from exc
+    return job
 
 
 def _export_variant(output_dir: Path, variant: Variant, record: dict, original, round_trip, edited) -> Path:

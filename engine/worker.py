@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import shutil
 import threading
 import time
 import traceback
@@ -94,6 +95,7 @@ class Worker:
         return self.bus.subscribe(callback)
 
     def start(self) -> None:
+        self._remove_stale_partials()
         self._stopping = False
         self._thread = threading.Thread(target=self._main, name="cogedit-worker", daemon=True)
         self._thread.start()
@@ -162,6 +164,18 @@ class Worker:
                 return False
             with self._wake:
                 self._wake.wait(0.1)
+
+    def _remove_stale_partials(self) -> None:
+        """Staging folders and temp files left by a process that died mid-write (we hold the lock)."""
+        for pattern, folder in ((".partial-*", self.output_dir), (".*.partial*", self.output_dir),
+                                (".*.partial*", self.cache.folder if self.cache else None)):
+            if folder is None or not folder.is_dir():
+                continue
+            for stale in folder.glob(pattern):
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
 
     # -- the worker thread -------------------------------------------------------------------------
 
@@ -249,8 +263,12 @@ class Worker:
         if isinstance(event, StageFinished):
             self._publish_memory()
 
+    def _unfinished(self, batch: list[JobRecord]) -> list[JobRecord]:
+        """The jobs of a batch that have not finished (variants already exported stay done)."""
+        return [job for job in batch if (record := self.store.get(job.id)) and record.status == RUNNING]
+
     def _settle_cancelled(self, batch: list[JobRecord]) -> None:
-        for job in batch:
+        for job in self._unfinished(batch):
             if job.id in self._cancel:
                 self.store.mark_cancelled(job.id)
                 self._publish(JobCancelled(job.id))
@@ -262,7 +280,7 @@ class Worker:
 
     def _fail(self, batch: list[JobRecord], error: EditError | None, exc: BaseException) -> None:
         reason = str(error) if error is not None else f"{_one_line(exc)} (see the log)"
-        for job in batch:
+        for job in self._unfinished(batch):
             log_path = self._write_log(job.id, exc)
             self.store.mark_failed(job.id, reason, log_path)
             self._publish(JobFailed(job.id, reason, log_path, fixable=error is not None))

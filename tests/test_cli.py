@@ -116,3 +116,25 @@ def test_demo_headless_through_the_installed_command(tmp_path):
     for folder in folders:
         assert {p.name for p in folder.iterdir()} == {"original.mp4", "reconstruction.mp4", "edited.mp4",
                                                       "contact_sheet.png", "job.json"}
+
+
+def test_a_job_json_alone_runs_the_job_again(capsys, tiny_model_path, clip_path, tmp_path):
+    code, out, err = _run(capsys, "edit", str(clip_path), "--prompt", "a cat", "--model", str(tiny_model_path),
+                          "--output-dir", str(tmp_path), "--seed", "5", *TINY_FLAGS)
+    assert code == 0, err
+    (first,) = [p for p in tmp_path.iterdir()]
+    code, out, err = _run(capsys, "edit", "--from-job", str(first / "job.json"), "--output-dir",
+                          str(tmp_path), "--device", "cpu")
+    assert code == 0, err
+    second = next(p for p in tmp_path.iterdir() if p != first)
+    a, b = (json.loads((p / "job.json").read_text()) for p in (first, second))
+    assert a["params"] == b["params"] and a["prompt"] == b["prompt"] and a["source"] == b["source"]
+    assert (first / "edited.mp4").read_bytes() == (second / "edited.mp4").read_bytes()  # same seed, same edit
+
+
+def test_a_corrupt_job_json_is_refused_in_one_line(capsys, tmp_path):
+    bad = tmp_path / "job.json"
+    bad.write_text('{"prompt": "x", "params": {')
+    code, _, err = _run(capsys, "edit", "--from-job", str(bad))
+    assert code == 2
+    assert "cannot use" in _one_line_error(err) and "finished result folder" in err

@@ -70,9 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     edit = commands.add_parser("edit", help="edit a clip headlessly (progress bars or JSON events)",
                                description="Invert VIDEO once and edit it with every --prompt.")
-    edit.add_argument("video", help="source clip")
-    edit.add_argument("--prompt", action="append", required=True,
+    edit.add_argument("video", nargs="?", help="source clip (or take it from --from-job)")
+    edit.add_argument("--prompt", action="append",
                       help="edit prompt; repeat for variants that share one inversion")
+    edit.add_argument("--from-job", type=Path, metavar="JOB_JSON",
+                      help="run a finished job again: its source, prompt, parameters and model come from its "
+                           "job.json; flags given here override them")
     edit.add_argument("--preset", choices=sorted(PRESETS), default="default",
                       help="named parameter set (reference: the reference script's settings)")
     edit.add_argument("--events", choices=["bars", "jsonl"], default="bars",
@@ -97,9 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "edit":
             return run_edit_command(args)
         if args.command == "demo":
-            return run_demo_command(args)
-        parser.print_help()
-        return 0
+            return run_demo_command(args) if args.headless else run_app_command(args, demo=True)
+        return run_app_command(args)
     except (EditError, ParamsError) as exc:
         if debug:
             traceback.print_exc()
@@ -117,10 +119,34 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run_app_command(args: argparse.Namespace, demo: bool = False) -> int:
+    """The workstation (the demo: on the tiny model, with its two variants queued)."""
+    from engine.api import EngineConfig
+
+    from .app import run_app
+
+    output_dir = args.output_dir.expanduser().resolve() if args.output_dir else None
+    config = EngineConfig(model=args.model or EngineConfig.model, device=args.device, dtype=args.dtype,
+                          output_dir=output_dir)
+    return run_app(config, demo=demo)
+
+
 def run_edit_command(args: argparse.Namespace) -> int:
     from engine.params import build_params
 
-    params = build_params(collected_params(args), preset=args.preset)  # validated before any model work
+    values = collected_params(args)
+    if args.from_job:
+        from engine.run import read_job_file
+
+        job = read_job_file(args.from_job)
+        values = {**job["params"], **values}
+        args.video = args.video or job["source"]["path"]
+        args.prompt = args.prompt or [job["prompt"]]
+        args.model = getattr(args, "model", None) or job["model"]["model"]
+    if not args.video or not args.prompt:
+        raise EditError("nothing to edit: a VIDEO and at least one --prompt are needed",
+                        "pass them, or --from-job path/to/job.json")
+    params = build_params(values, preset=args.preset)  # validated before any model work
     return _run(args, args.video, list(args.prompt), params, save_latents=args.save_latents)
 
 

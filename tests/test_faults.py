@@ -1,0 +1,216 @@
+"""Faults the engine must survive: the process killed mid-job, a full disk, corrupt files, OOM.
+
+Kills run a real worker in a subprocess on the tiny model, stop it at a chosen point (a step, the
+VAE decode, an MP4 half written) with SIGKILL, and then check what a restarted app finds.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.events import EditWarning
+from engine.store import DONE, INTERRUPTED, QUEUED, Store
+from engine.worker import EngineConfig, JobSpec, Worker
+from test_worker import finished, open_worker
+
+CHILD = textwrap.dedent("""
+    import sys, time, threading
+    from pathlib import Path
+    from engine.model import load_model
+    from engine.params import build_params
+    from engine.worker import EngineConfig, JobSpec, Worker
+    import engine.run, engine.edit, engine.outputs
+
+    root, model_path, clip, where = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    params = build_params({"height": 64, "width": 96, "max_num_frames": 9, "num_inference_steps": 6})
+
+    def hang(label):
+        print("AT", label, flush=True)
+        time.sleep(600)
+
+    if where == "step":
+        import engine.sampling
+        original_step = engine.sampling.StepTimer.__call__
+        def step(self, i, n):
+            original_step(self, i, n)
+            if i == 3 and SECOND.is_set():
+                hang("step")
+        engine.sampling.StepTimer.__call__ = step
+    elif where == "decode":
+        original_decode = engine.edit.decode_latents
+        def decode(model, latents):
+            if SECOND.is_set():
+                hang("decode")
+            return original_decode(model, latents)
+        engine.edit.decode_latents = decode
+    elif where == "mp4":
+        import imageio_ffmpeg
+        original_write = imageio_ffmpeg.write_frames
+        def write_frames(*args, **kwargs):
+            gen = original_write(*args, **kwargs)
+            if not SECOND.is_set():
+                return gen
+            def slow():
+                value = yield
+                sent = 0
+                gen.send(None)
+                while True:
+                    frame = yield
+                    gen.send(frame)
+                    sent += 1
+                    if sent == 4:
+                        hang("mp4")
+            wrapper = slow(); next(wrapper)
+            return wrapper
+        imageio_ffmpeg.write_frames = write_frames
+
+    SECOND = threading.Event()
+    worker = Worker.open(EngineConfig(model=model_path, device="cpu", output_dir=root / "out"), root=root / "data",
+                         cache_root=root / "cache", loader=lambda: load_model(model_path, "cpu", "fp32"))
+    first = worker.submit(JobSpec(clip, "a finished edit", params))
+    worker.start()
+    worker.wait_idle({first.id})
+    print("FIRST", first.id, flush=True)
+    SECOND.set()
+    second = worker.submit(JobSpec(clip, "a killed edit", build_params({**params.__dict__, "seed": 7})))
+    print("SECOND", second.id, flush=True)
+    time.sleep(600)
+""")
+
+
+def _run_until_killed(tmp_path, tiny_model_path, clip_path, where):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(tiny_model_path), str(clip_path), where],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ids = {}
+    deadline = time.monotonic() + 240
+    try:
+        for line in proc.stdout:
+            parts = line.split()
+            if parts[:1] in (["FIRST"], ["SECOND"]):
+                ids[parts[0]] = parts[1]
+            if parts[:2] == ["AT", where]:
+                break
+            assert time.monotonic() < deadline, "the child never reached the kill point"
+        else:
+            pytest.fail(f"child ended early: {proc.stderr.read()[-2000:]}")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    return ids
+
+
+@pytest.mark.parametrize("where", ["step", "decode", "mp4"])
+def test_sigkill_mid_job_leaves_history_intact_and_the_job_interrupted(tmp_path, tiny_model_path, clip_path, where,
+                                                                     tiny_model):
+    ids = _run_until_killed(tmp_path, tiny_model_path, clip_path, where)
+    out = tmp_path / "out"
+    finals = [p for p in out.iterdir() if not p.name.startswith(".")]
+    assert len(finals) == 1, finals  # only the finished job's folder: nothing half-written under a final name
+    assert json.loads((finals[0] / "job.json").read_text())["prompt"] == "a finished edit"
+    for video in ("original.mp4", "reconstruction.mp4", "edited.mp4"):
+        assert (finals[0] / video).stat().st_size > 0
+
+    store = Store(tmp_path / "data" / "cogedit.db")  # what a restarted app opens
+    try:
+        assert store.get(ids["FIRST"]).status == DONE
+        killed = store.get(ids["SECOND"])
+        assert killed.status == INTERRUPTED and ids["SECOND"] in store.interrupted_on_open
+        assert store.requeue(killed.id)  # one action brings it back
+        assert store.get(killed.id).status == QUEUED
+    finally:
+        store.close()
+
+    # A restarted worker clears what the killed process left half-written, out of sight.
+    worker = Worker.open(EngineConfig(model="tiny", device="cpu", output_dir=out), root=tmp_path / "data",
+                         cache_root=tmp_path / "cache", loader=lambda: tiny_model)
+    try:
+        worker.start()
+        assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    finally:
+        worker.close()
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_while_writing_outputs_fails_the_job_and_the_worker_goes_on(tmp_path, tiny_model, clip_path,
+                                                                             tiny_params, monkeypatch):
+    import imageio_ffmpeg
+
+    original = imageio_ffmpeg.write_frames
+    calls = {"n": 0}
+
+    def write_frames(*args, **kwargs):
+        calls["n"] += 1
+        return _enospc() if calls["n"] == 2 else original(*args, **kwargs)
+
+    monkeypatch.setattr(imageio_ffmpeg, "write_frames", write_frames)
+    worker, rec = open_worker(tmp_path, tiny_model)
+    try:
+        full = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
+        # Other parameters: a batch of its own, after the failed one.
+        after = worker.submit(JobSpec(str(clip_path), "a dog", tiny_params(num_inference_steps=5)))
+        worker.start()
+        rec.wait_for(finished([full.id, after.id]))
+        failed = worker.store.get(full.id)
+        assert "disk full" in failed.error and "free disk space" in failed.error
+        assert worker.store.get(after.id).status == DONE
+    finally:
+        worker.close()
+    out = tmp_path / "out"
+    assert len([p for p in out.iterdir() if not p.name.startswith(".")]) == 1
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the staged folder was discarded
+
+
+def test_disk_full_while_caching_keeps_the_job_and_leaves_no_corrupt_entry(tmp_path, tiny_model, clip_path,
+                                                                          tiny_params, monkeypatch):
+    import engine.cache
+
+    monkeypatch.setattr(engine.cache, "save_file", _enospc)
+    worker, rec = open_worker(tmp_path, tiny_model)
+    try:
+        job = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
+        worker.start()
+        rec.wait_for(finished([job.id]))
+        assert worker.store.get(job.id).status == DONE
+        assert any("could not be cached on disk" in w.message for w in rec.of(EditWarning))
+    finally:
+        worker.close()
+    assert not list((tmp_path / "cache" / "inversions").glob("*"))
+
+
+def test_a_failed_variant_does_not_take_back_a_finished_one(tmp_path, tiny_model, clip_path, tiny_params,
+                                                           monkeypatch):
+    import imageio_ffmpeg
+
+    original = imageio_ffmpeg.write_frames
+    calls = {"n": 0}
+
+    def write_frames(*args, **kwargs):  # the second variant's first video hits a full disk
+        calls["n"] += 1
+        return _enospc() if calls["n"] == 4 else original(*args, **kwargs)
+
+    monkeypatch.setattr(imageio_ffmpeg, "write_frames", write_frames)
+    worker, rec = open_worker(tmp_path, tiny_model)
+    try:
+        a, b = (worker.submit(JobSpec(str(clip_path), p, tiny_params())) for p in ("a cat", "a dog"))
+        worker.start()
+        rec.wait_for(finished([a.id, b.id]))
+        assert worker.store.get(a.id).status == DONE
+        assert "disk full" in worker.store.get(b.id).error
+    finally:
+        worker.close()
