@@ -62,7 +62,7 @@ class InversionCache:
         self.folder = Path(folder)
         self.max_bytes = max_bytes
         self.memory_entries = memory_entries
-        self._memory: OrderedDict[str, Inversion] = OrderedDict()
+        self._memory: OrderedDict[str, tuple[str, Inversion]] = OrderedDict()  # digest -> (source sha, inversion)
         self.problems: list[str] = []  # corrupt or stale entries found (for the log)
 
     def _file(self, digest: str) -> Path:
@@ -72,17 +72,21 @@ class InversionCache:
         digest = key_digest(key)
         if digest in self._memory:
             self._memory.move_to_end(digest)
-            return self._memory[digest]
+            return self._memory[digest][1]
         inversion = self._read(digest, key)
         if inversion is not None:
-            self._remember(digest, inversion)
+            self._remember(digest, key, inversion)
         return inversion
+
+    def held_sources(self) -> set[str]:
+        """Content hashes of the sources whose inversions are in memory (a device's "hot" sources)."""
+        return {source for source, _ in self._memory.values()}
 
     def put(self, key: dict[str, Any], inversion: Inversion) -> str | None:
         """Keep ``inversion``; returns a warning when the disk copy could not be written."""
         digest = key_digest(key)
         cpu = Inversion(*(getattr(inversion, name).detach().cpu() for name in TENSORS), dict(inversion.metrics))
-        self._remember(digest, cpu)
+        self._remember(digest, key, cpu)
         try:
             self._write(digest, key, cpu)
         except (OutputError, OSError) as exc:
@@ -90,8 +94,8 @@ class InversionCache:
         self._trim()
         return None
 
-    def _remember(self, digest: str, inversion: Inversion) -> None:
-        self._memory[digest] = inversion
+    def _remember(self, digest: str, key: dict[str, Any], inversion: Inversion) -> None:
+        self._memory[digest] = (key["source_sha256"], inversion)
         self._memory.move_to_end(digest)
         while len(self._memory) > self.memory_entries:
             self._memory.popitem(last=False)

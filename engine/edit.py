@@ -48,13 +48,14 @@ class Editor:
         """Emit start/finish around a stage; yields the step-progress callback for its loop."""
         if self.should_stop():
             raise Cancelled()
-        self.emit(StageStarted(name, job_ids, total_steps))
+        device = str(self.model.device)
+        self.emit(StageStarted(name, job_ids, total_steps, device=device))
         start = time.perf_counter()
         timer = StepTimer(lambda step, total, rate: self.emit(StepProgress(name, job_ids, step, total, rate)))
         yield timer
         seconds = time.perf_counter() - start
         self.timings[name] = self.timings.get(name, 0.0) + seconds
-        self.emit(StageFinished(name, job_ids, seconds))
+        self.emit(StageFinished(name, job_ids, seconds, device=device))
 
     # -- shared per source -------------------------------------------------------------------------
 

@@ -33,6 +33,16 @@ class EngineReady(Event):
 @dataclass(frozen=True)
 class EngineStopped(Event):
     reason: str
+    device: str = ""
+
+
+@dataclass(frozen=True)
+class WorkerState(Event):
+    """A device's worker changed state: loading, idle, running, paused, stopped, failed or retired."""
+
+    device: str
+    state: str
+    job_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class JobQueued(Event):
 @dataclass(frozen=True)
 class JobStarted(Event):
     job_id: str
+    device: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,7 @@ class StageStarted(Event):
     stage: str
     job_ids: tuple[str, ...]
     total_steps: int  # 0 when the stage has no steps
+    device: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,7 @@ class StageFinished(Event):
     job_ids: tuple[str, ...]
     seconds: float
     cached: bool = False  # the result came from the inversion cache
+    device: str = ""
 
 
 @dataclass(frozen=True)

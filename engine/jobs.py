@@ -19,7 +19,7 @@ class EngineConfig:
     """Where and how the worker runs."""
 
     model: str = DEFAULT_MODEL
-    device: str | None = None  # None: the first GPU, else the CPU
+    device: str | None = None  # cpu, cuda:N, several (cuda:0,cuda:1) or all; None: the first GPU, else the CPU
     dtype: str | None = None  # None: bf16 on a GPU, fp32 on the CPU
     output_dir: Path | None = None  # None: the data dir's outputs/
     max_batch_variants: int = 4  # variants of one source edited together in one batch

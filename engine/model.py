@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from .errors import ModelError
 from .jobs import DEFAULT_MODEL
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_LOAD_LOCK = threading.Lock()
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -64,6 +66,16 @@ def resolve_device(device: str | None) -> torch.device:
     elif dev.type != "cpu":
         raise ModelError(f"device type {dev.type!r} is not supported", "use cpu or cuda:N")
     return dev
+
+
+def resolve_devices(devices: str | None) -> list[str]:
+    """One worker per entry: ``None`` (the first GPU, else the CPU), ``all`` (every GPU), or a comma
+    list such as ``cuda:0,cuda:1``. Each entry is checked like ``--device``."""
+    if devices == "all":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [f"cuda:{i}" for i in range(count)] or ["cpu"]
+    entries = [d.strip() for d in (devices or "auto").split(",") if d.strip()] or ["auto"]
+    return [str(resolve_device(entry)) for entry in entries]
 
 
 def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
@@ -183,7 +195,11 @@ def load_model(model: str = DEFAULT_MODEL, device: str | None = None, dtype: str
     check_model_folder(folder)
     start = time.perf_counter()
     try:
-        pipeline = CogVideoXPipeline.from_pretrained(str(folder), dtype=torch_dtype)
+        # diffusers/accelerate build modules on the meta device by patching torch globally: two loads at
+        # once (one worker per GPU) would see each other's meta tensors. Read one at a time; the copies
+        # onto the devices below still overlap.
+        with _LOAD_LOCK:
+            pipeline = CogVideoXPipeline.from_pretrained(str(folder), dtype=torch_dtype)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise ModelError(f"cannot load the model in {folder} ({first})", "download the model again") from exc

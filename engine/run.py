@@ -11,6 +11,7 @@ import datetime as dt
 import importlib.metadata
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,13 +98,15 @@ def run_edit(model: LoadedModel, source_path: str | os.PathLike, variants: list[
         for i, (variant, latents, frames) in enumerate(zip(variants, edited_latents, edited_frames)):
             metrics = inversion.metrics | {"psnr_edited_vs_original_db": psnr(frames, source.frames)}
             record = job_record(variant, source, params, model, editor.timings, metrics, variants, started)
+            export_start = time.perf_counter()
             folder = _export_variant(Path(output_dir), variant, record, original, round_trip,
                                      frames_to_uint8(frames))
+            timings = editor.timings | {"export": time.perf_counter() - export_start}
             results.append(EditResult(variant, folder, metrics, latents))
             # Announced as soon as it is on disk: a later variant's failure cannot take it back.
             editor.emit(JobFinished(variant.job_id, str(folder),
                                     {k: str(folder / name) for k, name in OUTPUT_FILES.items()},
-                                    metrics, dict(editor.timings)))
+                                    metrics, timings))
             progress(i + 1, len(variants))
     if save_latents:
         write_latents(Path(save_latents), inversion, results)

@@ -10,9 +10,11 @@ Latents stay float32 between steps; only the transformer's input is cast to the 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +25,21 @@ from .model import LoadedModel
 
 ProgressFn = Callable[[int, int], None]  # (steps done, total)
 StopFn = Callable[[], bool]
+
+# The benchmark's hook (see limit_steps); None, the default, runs every step.
+_step_limit: contextvars.ContextVar[int | None] = contextvars.ContextVar("step_limit", default=None)
+
+
+@contextlib.contextmanager
+def limit_steps(limit: int | None) -> Iterator[None]:
+    """Within this block (this thread or task only), :func:`sample` runs only the first ``limit`` of
+    its timesteps; the schedule is still that of its ``num_steps``. The benchmark times a few steps
+    of each stage this way and extrapolates; ``None`` leaves sampling untouched."""
+    token = _step_limit.set(limit)
+    try:
+        yield
+    finally:
+        _step_limit.reset(token)
 
 
 @dataclass(frozen=True)
@@ -89,7 +106,7 @@ def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guida
     """
     transformer = model.pipeline.transformer
     scheduler.set_timesteps(num_steps, device=model.device)
-    timesteps = scheduler.timesteps
+    timesteps = scheduler.timesteps[: _step_limit.get()]  # all of them unless limit_steps is active
     rotary = rotary_embeddings(model, latents) if transformer.config.use_rotary_positional_embeddings else None
     latents = latents.to(model.device, torch.float32)
     edited_embeds = guidance.rows  # [E, T, D]

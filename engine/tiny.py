@@ -29,7 +29,7 @@ SCHEDULER_5B = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_li
                     snr_shift_scale=1.0, timestep_spacing="trailing", num_train_timesteps=1000, steps_offset=0)
 
 
-def _tokenizer() -> T5Tokenizer:
+def offline_tokenizer() -> T5Tokenizer:
     """A character-level Unigram T5 tokenizer built in memory: no file from a hub."""
     chars = string.ascii_lowercase + string.digits + string.punctuation
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
@@ -51,7 +51,7 @@ def _reinitialise(module: torch.nn.Module, generator: torch.Generator) -> None:
 def build_tiny_pipeline(rotary: bool = True) -> CogVideoXPipeline:
     """Two transformer layers of two 16-wide heads, a 4-block VAE, a 2-layer T5."""
     with torch.random.fork_rng(devices=[]):  # construction draws from the global RNG: keep it untouched
-        tokenizer = _tokenizer()
+        tokenizer = offline_tokenizer()
         text_encoder = T5EncoderModel(T5Config(
             vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
             relative_attention_num_buckets=8, decoder_start_token_id=0))

@@ -1,0 +1,84 @@
+"""Several devices over one queue, proven on the CPU with two tiny-model workers ("cpu:0", "cpu:1"):
+dispatch, affinity to the device holding a source's inversion, and failure isolation."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.events import JobStarted, StageFinished, WorkerState
+from engine.model import load_model
+from engine.store import DONE, FAILED
+from engine.worker import EngineConfig, JobSpec, Worker
+from test_worker import Recorder, finished
+
+
+@pytest.fixture
+def two_devices(tmp_path, tiny_model_path):
+    models = {}
+
+    def loader(device):  # each device loads its own pipeline, as on two GPUs
+        models[device] = load_model(str(tiny_model_path), device, "fp32")
+        return models[device]
+
+    worker = Worker.open(EngineConfig(model=str(tiny_model_path), device="cpu:0,cpu:1", output_dir=tmp_path / "out"),
+                         root=tmp_path / "data", cache_root=tmp_path / "cache", loader=loader)
+    recorder = Recorder()
+    worker.subscribe(recorder)
+    worker.models = models
+    yield worker, recorder
+    worker.close()
+
+
+def started_on(recorder, job_id):
+    return next(e.device for e in recorder.of(JobStarted) if e.job_id == job_id)
+
+
+def test_jobs_of_two_sources_run_on_both_devices(two_devices, make_clip, tiny_params):
+    worker, rec = two_devices
+    assert [r.device for r in worker.runners] == ["cpu:0", "cpu:1"]
+    a = worker.submit(JobSpec(str(make_clip(12)), "a cat", tiny_params()))
+    b = worker.submit(JobSpec(str(make_clip(13)), "a dog", tiny_params()))
+    worker.start()
+    rec.wait_for(finished([a.id, b.id]), timeout=120)
+    assert {started_on(rec, a.id), started_on(rec, b.id)} == {"cpu:0", "cpu:1"}
+    assert worker.store.get(a.id).status == worker.store.get(b.id).status == DONE
+
+
+def test_a_later_variant_goes_to_the_device_holding_its_inversion(two_devices, make_clip, tiny_params):
+    worker, rec = two_devices
+    clip = str(make_clip(12))
+    first = worker.submit(JobSpec(clip, "a cat", tiny_params()))
+    worker.start()
+    rec.wait_for(finished([first.id]), timeout=120)
+    holder = started_on(rec, first.id)
+    holder_runner = next(r for r in worker.runners if r.device == holder)
+    rec.wait_for(lambda ev: holder_runner.state == "idle")  # a busy holder would rightly be passed over
+    worker.pause()  # queue both before either device looks
+    other = worker.submit(JobSpec(str(make_clip(14)), "a bird", tiny_params()))
+    later = worker.submit(JobSpec(clip, "a dog", tiny_params()))
+    worker.resume()
+    rec.wait_for(finished([later.id, other.id]), timeout=120)
+    assert started_on(rec, later.id) == holder  # ahead of the queue's head: its inversion is hot there
+    assert started_on(rec, other.id) != holder  # the other device takes what nobody holds
+
+
+def test_a_lost_device_is_retired_and_the_other_goes_on(two_devices, make_clip, tiny_params, monkeypatch):
+    worker, rec = two_devices
+    worker.start()
+    rec.wait_for(lambda ev: len([e for e in ev if isinstance(e, StageFinished) and e.stage == "load"]) == 2)
+    broken = worker.models["cpu:0"].pipeline.transformer
+
+    def lost(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(broken, "forward", lost)
+    jobs = [worker.submit(JobSpec(str(make_clip(12 + i)), f"prompt {i}", tiny_params())) for i in range(3)]
+    rec.wait_for(finished([j.id for j in jobs]), timeout=180)
+    statuses = {started_on(rec, j.id): worker.store.get(j.id).status for j in jobs}
+    failed = [j for j in jobs if worker.store.get(j.id).status == FAILED]
+    assert len(failed) == 1 and started_on(rec, failed[0].id) == "cpu:0"
+    assert "GPU cpu:0 failed" in worker.store.get(failed[0].id).error
+    assert [e.state for e in rec.of(WorkerState, device="cpu:0")][-1] == "retired"
+    assert sum(worker.store.get(j.id).status == DONE for j in jobs) == 2
+    assert all(started_on(rec, j.id) == "cpu:1" for j in jobs if j not in failed)
+    assert statuses
