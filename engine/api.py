@@ -49,7 +49,7 @@ class SourceSummary:
     fps: float
     width: int
     height: int
-    kept_frames: int  # after skips, stride, cap and the 4k+1 rule
+    kept_frames: int  # after skips, stride, cap and the 8k+1 rule
     stride: int
     output_fps: float
 

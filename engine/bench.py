@@ -36,6 +36,7 @@ from .params import EditParams, build_params
 from .run import run_edit
 from .sample_clip import write_sample_clip
 from .sampling import limit_steps
+from .speed import apply_speed, use_kernels
 
 SAMPLING_STAGES = ("invert", "round_trip", "edit")
 DEFAULT_PEAK_TFLOPS = 989.0  # dense bf16 of an H100 SXM; the H200 has the same tensor cores
@@ -168,8 +169,10 @@ class PathResult:
 
 
 def time_path(model: LoadedModel, name: str, description: str, clip: Path, jobs: list[list[Variant]],
-              params: EditParams, output_dir: Path, time_steps: int | None) -> PathResult:
-    """Run ``jobs`` (each a run_edit call with its variants) one after the other and time them."""
+              params: EditParams, output_dir: Path, time_steps: int | None,
+              kernels: tuple[str, bool] = ("default", False)) -> PathResult:
+    """Run ``jobs`` (each a run_edit call with its variants) one after the other and time them, with
+    ``kernels`` = (attention choice, compiled blocks)."""
     clock = StageClock(model)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
@@ -177,7 +180,7 @@ def time_path(model: LoadedModel, name: str, description: str, clip: Path, jobs:
     latents: list[torch.Tensor] = []
     try:
         start = clock.now()
-        with limit_steps(time_steps):
+        with limit_steps(time_steps), use_kernels(model, *kernels):
             for variants in jobs:
                 results = run_edit(model, clip, variants, params, output_dir / name, emit=clock)
                 latents += [r.latents.detach().float().cpu() for r in results]
@@ -203,6 +206,20 @@ def bench_params(arch: BenchArch, steps: int, preset: str, **overrides: Any) -> 
                          "num_inference_steps": steps, **overrides}, preset=preset)
 
 
+def measure_matmul_tflops(device: torch.device, size: int = 8192, repeats: int = 10) -> float:
+    """The GPU's bf16 matrix rate on random data, measured now: the peak that %-of-peak refers to."""
+    g = torch.Generator(device).manual_seed(0)
+    a, b = (torch.randn(size, size, device=device, dtype=torch.bfloat16, generator=g) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
 def build_model(arch: BenchArch, device: torch.device) -> LoadedModel:
     start = time.perf_counter()
     pipeline = arch.build(device)
@@ -211,33 +228,58 @@ def build_model(arch: BenchArch, device: torch.device) -> LoadedModel:
     return wrap_pipeline(pipeline, arch.description, "<in memory>", load_seconds=time.perf_counter() - start)
 
 
+PATHS = {
+    # name: (description, preset, overrides, one job per variant?, kernels: (attention, compiled))
+    "reference": ("preset reference, one job per variant, each with its own inversion; PyTorch's default "
+                  "attention, no compile (the reference script's kernels)", "reference", {}, True,
+                  ("default", False)),
+    "engine_plain": ("engine arithmetic (one inversion, variants batched) on the reference's kernels",
+                     "default", {}, False, ("default", False)),
+    "engine_cudnn": ("engine arithmetic, cuDNN attention, no compile", "default", {}, False, ("cudnn", False)),
+    "engine": ("the engine's default path: one inversion, variants batched, cuDNN attention, compiled blocks",
+               "default", {}, False, ("auto", True)),
+    "engine_shared_reference": ("engine path with shared_reference=True (approximate)", "default",
+                                {"shared_reference": True}, False, ("auto", True)),
+}
+DEFAULT_PATHS = ("reference", "engine")
+
+
 def run_benchmark(arch: BenchArch, device: torch.device, steps: int, num_variants: int, time_steps: int | None,
-                  approx: bool, peak_tflops: float, seed: int) -> dict[str, Any]:
+                  approx: bool, peak_tflops: float, seed: int, compile_blocks: bool | None = None,
+                  path_names: tuple[str, ...] = DEFAULT_PATHS) -> dict[str, Any]:
     """Build the model, time every path, and return all figures (what ``--json`` writes)."""
     quiet_libraries()
     model = build_model(arch, device)
     weights = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
+    apply_speed(model, "auto", compile_blocks)
+    compiled = model.compiled_blocks is not None
+    names = list(dict.fromkeys([*path_names, *(["engine_shared_reference"] if approx else [])]))
     variants = [Variant(f"v{i}", PROMPTS[i % len(PROMPTS)], seed) for i in range(num_variants)]
-    reference = bench_params(arch, steps, "reference", seed=seed)
-    engine = bench_params(arch, steps, "default", seed=seed)
     with tempfile.TemporaryDirectory(prefix="cogedit-bench-") as tmp:
         work = Path(tmp)
         clip = write_sample_clip(work / "clip.mp4", num_frames=arch.frames, height=arch.height, width=arch.width)
-        warmup = time_path(model, "warmup", "", clip, [variants[:1]], engine, work, time_steps=1)
-        paths = [
-            time_path(model, "reference", "preset reference, one job per variant, each with its own inversion",
-                      clip, [[v] for v in variants], reference, work, time_steps),
-            time_path(model, "engine", "default parameters, one job: one inversion, variants batched",
-                      clip, [variants], engine, work, time_steps),
-        ]
-        if approx:
-            approximate = bench_params(arch, steps, "default", seed=seed, shared_reference=True)
-            paths.append(time_path(model, "engine_shared_reference", "engine path with shared_reference=True "
-                                   "(approximate)", clip, [variants], approximate, work, time_steps))
+        # Warm-up (untimed) of the compiled paths: every batch shape they will run, so compilation
+        # happens here; its wall time is the compile cost (reported apart). Uncompiled paths need none:
+        # a stage's first step is kept out of its seconds per step.
+        warm_start = time.perf_counter()
+        warmup = []
+        for name in names:
+            description, preset, overrides, one_per_variant, (attention, want_compiled) = PATHS[name]
+            if not (want_compiled and compiled):
+                continue
+            params = bench_params(arch, steps, preset, seed=seed, **overrides)
+            jobs = [variants[:1]] if one_per_variant else [variants]
+            warmup.append(time_path(model, f"warmup_{name}", "", clip, jobs, params, work, time_steps=1,
+                                    kernels=(attention, True)))
+        warmup_seconds = time.perf_counter() - warm_start
+        paths = []
+        for name in names:
+            description, preset, overrides, one_per_variant, (attention, want_compiled) = PATHS[name]
+            params = bench_params(arch, steps, preset, seed=seed, **overrides)
+            jobs = [[v] for v in variants] if one_per_variant else [variants]
+            paths.append(time_path(model, name, description, clip, jobs, params, work, time_steps,
+                                   kernels=(attention, want_compiled and compiled)))
     by_name = {p.name: p for p in paths}
-    reference_total = by_name["reference"].total_seconds(steps)
-    engine_total = by_name["engine"].total_seconds(steps)
-    script_total = reference_total - by_name["reference"].round_trip_sampling_seconds(steps)
     config = model.pipeline.transformer.config
     figures: dict[str, Any] = {
         "arch": arch.name, "model": arch.description, "device": str(device),
@@ -245,15 +287,20 @@ def run_benchmark(arch: BenchArch, device: torch.device, steps: int, num_variant
         "dtype": model.dtype_name, "clip": {"frames": arch.frames, "height": arch.height, "width": arch.width},
         "steps": steps, "variants": num_variants, "time_steps": time_steps, "extrapolated": time_steps is not None,
         "seed": seed, "build_seconds": model.load_seconds, "weights_memory_bytes": weights,
-        "warmup_seconds": warmup.wall_seconds, "peak_tflops": peak_tflops,
+        "warmup_seconds": warmup_seconds, "compiled_blocks": compiled, "peak_tflops": peak_tflops,
         "flop": {"forward_batch1": clip_forward_flops(config, arch.frames, arch.height, arch.width).as_dict()},
         "paths": {p.name: p.figures(steps, peak_tflops) for p in paths},
-        "ratio_engine_over_reference": engine_total / reference_total,
-        "reference_script_seconds": script_total,
-        "ratio_engine_over_reference_script": engine_total / script_total,
-        "engine_vs_reference": latent_difference(by_name["reference"].latents, by_name["engine"].latents),
     }
-    if approx:
+    if "reference" in by_name:
+        reference_total = by_name["reference"].total_seconds(steps)
+        engine_total = by_name["engine"].total_seconds(steps)
+        script_total = reference_total - by_name["reference"].round_trip_sampling_seconds(steps)
+        figures |= {
+            "ratio_engine_over_reference": engine_total / reference_total,
+            "reference_script_seconds": script_total,
+            "ratio_engine_over_reference_script": engine_total / script_total,
+            "engine_vs_reference": latent_difference(by_name["reference"].latents, by_name["engine"].latents)}
+    if "engine_shared_reference" in by_name:
         figures["approximation"] = {"name": "shared_reference", **latent_difference(
             by_name["engine"].latents, by_name["engine_shared_reference"].latents)}
     return figures
@@ -280,10 +327,11 @@ def format_report(figures: dict[str, Any]) -> str:
         f"clip {clip['frames']} frames at {clip['height']}x{clip['width']}; {steps} steps; "
         f"{figures['variants']} variant(s); seed {figures['seed']}",
         f"model built in {figures['build_seconds']:.1f} s (weights {_gib(figures['weights_memory_bytes'])}); "
-        f"warm-up run {figures['warmup_seconds']:.1f} s (not counted)",
+        f"warm-up {figures['warmup_seconds']:.1f} s, compiled blocks: {figures['compiled_blocks']} "
+        f"(compilation happens there; not counted)",
         f"one batch-1 transformer forward: {flop['total']:.3g} FLOP (linear {flop['linear']:.3g}, "
         f"attention {flop['attention']:.3g})",
-        f"peak: {peak:g} TFLOP/s bf16 dense (H100/H200 SXM spec sheet; --peak-tflops to change)",
+        f"peak: {peak:.0f} TFLOP/s bf16 (measured matrix product unless --peak-tflops was given)",
     ]
     if figures["extrapolated"]:
         lines.append(f"TIMED {figures['time_steps']} of {steps} steps of each sampling stage and EXTRAPOLATED "
@@ -301,15 +349,8 @@ def format_report(figures: dict[str, Any]) -> str:
         lines += [f"  {'unstaged':<11}{path['unstaged_seconds']:>10.2f}   (prompt encoding between stages)",
                   f"  {'total':<11}{path['total_seconds']:>10.2f}   (measured {path['measured_seconds']:.2f} s)",
                   f"  peak GPU memory {_gib(path['peak_memory_bytes'])}"]
-    ratio = figures["ratio_engine_over_reference"]
-    script_ratio = figures["ratio_engine_over_reference_script"]
-    lines += ["", f"engine / reference total time: {ratio:.3f} (speed-up {1 / ratio:.2f}x)",
-              f"engine / reference without its round-trip sampling ({figures['reference_script_seconds']:.1f} s; "
-              f"the reference script runs no round trip): {script_ratio:.3f} (speed-up {1 / script_ratio:.2f}x)"]
-    exact = figures["engine_vs_reference"]
-    lines.append(f"engine vs reference edited latents (same math, other batching): max |diff| "
-                 f"{_num(exact['max_abs_diff'])}, mean {_num(exact['mean_abs_diff'])} "
-                 f"(latent RMS {_num(exact['exact_rms'])})")
+    if "ratio_engine_over_reference" in figures:
+        lines += _ratio_lines(figures)
     if "approximation" in figures:
         a = figures["approximation"]
         lines.append(f"approximation shared_reference vs exact engine path: max |diff| {_num(a['max_abs_diff'])}, "
@@ -317,6 +358,19 @@ def format_report(figures: dict[str, Any]) -> str:
     if figures["extrapolated"]:
         lines.append(f"(latent differences are after the {figures['time_steps']} timed steps, not a full edit)")
     return "\n".join(lines)
+
+
+def _ratio_lines(figures: dict[str, Any]) -> list[str]:
+    ratio = figures["ratio_engine_over_reference"]
+    script_ratio = figures["ratio_engine_over_reference_script"]
+    lines = ["", f"engine / reference total time: {ratio:.3f} (speed-up {1 / ratio:.2f}x)",
+              f"engine / reference without its round-trip sampling ({figures['reference_script_seconds']:.1f} s; "
+              f"the reference script runs no round trip): {script_ratio:.3f} (speed-up {1 / script_ratio:.2f}x)"]
+    exact = figures["engine_vs_reference"]
+    lines.append(f"engine vs reference edited latents (same math, other batching): max |diff| "
+                 f"{_num(exact['max_abs_diff'])}, mean {_num(exact['mean_abs_diff'])} "
+                 f"(latent RMS {_num(exact['exact_rms'])})")
+    return lines
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -335,9 +389,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--approx", action="store_true",
                         help="also time shared_reference=True and report its error against the exact path")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure as JSON")
-    parser.add_argument("--peak-tflops", type=float, default=DEFAULT_PEAK_TFLOPS,
-                        help=f"the GPU's dense bf16 peak [{DEFAULT_PEAK_TFLOPS:g}: H100/H200 SXM]")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the GPU's bf16 peak that %%-of-peak refers to [default: an 8192^3 bf16 matrix "
+                             f"product measured at start; {DEFAULT_PEAK_TFLOPS:g} (spec sheet) on the CPU]")
     parser.add_argument("--seed", type=int, default=42, help="seed of every variant's initial noise [42]")
+    parser.add_argument("--paths", default=",".join(DEFAULT_PATHS),
+                        help=f"comma list of paths to time, of {', '.join(PATHS)} [{','.join(DEFAULT_PATHS)}]")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="compile the transformer blocks for the engine's paths [default: on a GPU]")
 
 
 def _argument_problems(args: argparse.Namespace) -> list[str]:
@@ -347,8 +406,11 @@ def _argument_problems(args: argparse.Namespace) -> list[str]:
             problems.append(f"--{name} must be at least 1")
     if args.time_steps is not None and args.time_steps < 1:
         problems.append("--time-steps must be at least 1")
-    if args.peak_tflops <= 0:
+    if args.peak_tflops is not None and args.peak_tflops <= 0:
         problems.append("--peak-tflops must be positive")
+    unknown = [p for p in args.paths.split(",") if p not in PATHS]
+    if unknown or "engine" not in args.paths.split(","):
+        problems.append(f"--paths takes names of {', '.join(PATHS)} and must include engine")
     return problems
 
 
@@ -360,11 +422,13 @@ def run_bench(args: argparse.Namespace) -> int:
         return 2
     arch = ARCHS[args.arch]
     device = resolve_device(getattr(args, "device", None) or arch.default_device)
+    if args.peak_tflops is None:
+        args.peak_tflops = measure_matmul_tflops(device) if device.type == "cuda" else DEFAULT_PEAK_TFLOPS
     time_steps = args.time_steps if args.time_steps is not None and args.time_steps < args.steps else None
     if arch.name == "5b" and device.type != "cuda":
         print("warning: the 5B architecture on the CPU takes minutes per step", file=sys.stderr)
     figures = run_benchmark(arch, device, args.steps, args.variants, time_steps, args.approx,
-                            args.peak_tflops, args.seed)
+                            args.peak_tflops, args.seed, args.compile, tuple(args.paths.split(",")))
     print(format_report(figures))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -25,10 +25,12 @@ import torch
 import decord  # isort: skip  (after torch, see the module docstring)
 
 from .errors import VideoError
-from .params import MIN_FRAMES, EditParams
+from .params import FRAME_MULTIPLE, MIN_FRAMES, EditParams
+
+decord.logging.set_level(decord.logging.QUIET)  # ffmpeg's own log: the engine reports unreadable clips itself
 
 VIDEO_FIX = "give the path of a video file ffmpeg can play (mp4, mov, mkv, webm)"
-RECOPY_FIX = "copy or download the video again (it looks cut short), or re-encode it with ffmpeg"
+RECOPY_FIX = "copy or download the video again (it is incomplete or damaged), or re-encode it with ffmpeg"
 STILL_FIX = f"give a video clip of at least {MIN_FRAMES} frames (mp4, mov, mkv, webm)"
 CONVERT_FIX = "convert it to MP4 first: ffmpeg -i IN -pix_fmt yuv420p OUT.mp4"
 
@@ -110,8 +112,7 @@ def check_video_path(path: str | os.PathLike) -> Path:
     if p.stat().st_size == 0:
         raise VideoError(f"{p} is empty (0 bytes)", "copy the video again; the file holds nothing")
     try:
-        with open(p, "rb") as handle:
-            kind = sniff_file(handle.read(4096))
+        kind = sniff_file(_head(p))
     except OSError as exc:
         raise VideoError(f"cannot open {p} ({exc.strerror or exc})", "check the file's permissions") from exc
     if kind and kind.startswith("still image"):
@@ -126,11 +127,13 @@ def check_video_path(path: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def _native_stderr() -> Iterator[list[str]]:
-    """Catch what decord's C++ code and its ffmpeg print straight to file descriptor 2 meanwhile.
+    """Catch what decord's C++ code prints straight to file descriptor 2 while a clip is opened.
 
-    Their log lines (``[12:00:00] .../video_reader.cc:83: ERROR opening ...``) would add noise around
-    the engine's own one-line error; they are collected into the yielded list (filled on exit) to
-    explain a failure instead. Other lines written meanwhile are passed on to stderr.
+    Its log lines (``[12:00:00] .../video_reader.cc:83: ERROR opening ...``) would add noise to the
+    engine's own one-line error, or scribble over the TUI (which draws on stderr); they are collected
+    into the yielded list (filled on exit) to explain a failure. Anything else written to fd 2 in the
+    meantime (the TUI's own drawing) is replayed there unchanged. Only opening is wrapped, which is
+    brief; ffmpeg's logs are silenced for good at import.
     """
     lines: list[str] = []
     with _NATIVE_LOCK, tempfile.TemporaryFile() as sink:
@@ -139,7 +142,7 @@ def _native_stderr() -> Iterator[list[str]]:
                 sys.stderr.flush()
             saved = os.dup(2)
             os.dup2(sink.fileno(), 2)
-        except (OSError, ValueError):  # no fd 2 (a daemon, a closed stream): nothing to catch
+        except (OSError, ValueError):  # no usable fd 2 (a daemon, a closed stream): nothing to catch
             saved = None
         try:
             yield lines
@@ -148,56 +151,67 @@ def _native_stderr() -> Iterator[list[str]]:
                 os.dup2(saved, 2)
                 os.close(saved)
             sink.seek(0)
-            others = []
-            for line in sink.read().decode("utf-8", "replace").splitlines():
-                (lines if _NATIVE_LOG.match(line) else others).append(line)
-            if others and sys.stderr:
-                sys.stderr.write("\n".join(others) + "\n")
+            others = b""
+            for line in sink.read().splitlines(keepends=True):
+                if _NATIVE_LOG.match(line.decode("utf-8", "replace")):
+                    lines.append(line.decode("utf-8", "replace").rstrip())
+                else:
+                    others += line
+            while others and saved is not None:
+                others = others[os.write(2, others):]
 
 
 def _reason(exc: BaseException, log: list[str], path: Path) -> tuple[str, str]:
     """Why decord could not open ``path``, in words, and the fix."""
     text = " ".join([str(exc), *log])
-    if "av_read_frame failed" in text or "partial file" in text or (
-            "moov atom not found" in text and _sniff_path(path) == "MP4"):
-        return "the file is truncated or corrupt", RECOPY_FIX
+    unopened = "Invalid data found" in text or "Error reading" in text
+    broken = ("av_read_frame failed", "Error sending packet", "avcodec_send_packet")
+    if any(b in text for b in broken) or (unopened and _sniff_path(path) == "MP4"):  # an MP4 with no
+        return "the file is truncated or corrupt", RECOPY_FIX  # index (moov), cut or damaged packets
     if "cannot find video stream" in text:
         return ("it holds no readable video stream: audio only, or cut short?",
                 "give a file with a video track (mp4, mov, mkv, webm), or copy it again if it was cut short")
-    if "Invalid data found" in text or "moov atom not found" in text or "Error reading" in text:
+    if unopened:
         return "ffmpeg does not recognise its format", VIDEO_FIX
     if "broken metadata" in text:
         return "its duration and frame count cannot be read", RECOPY_FIX
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    first = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", first)  # decord's "[time] file.cc:line: " prefix
+    first = re.sub(r"(\[[\d:]+\] \S+?:\d+: )+", "", first)  # decord's "[time] file.cc:line: " prefixes
     return first[:100], VIDEO_FIX
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(4096)
 
 
 def _sniff_path(path: Path) -> str | None:
     try:
-        with open(path, "rb") as handle:
-            return sniff_file(handle.read(4096))
+        return sniff_file(_head(path))
     except OSError:
         return None
 
 
 @contextlib.contextmanager
 def _decord_errors(path: Path, problem: str) -> Iterator[None]:
-    """Run decord calls quietly; turn their failures into ``VideoError("<problem> (<reason>)", fix)``."""
-    failure = None
-    with _native_stderr() as log:
-        try:
-            yield
-        except (decord.DECORDError, RuntimeError, AssertionError, IndexError) as exc:  # decord asserts
-            failure = exc  # frames > 0 when it opens a clip
-    if failure is not None:
-        reason, fix = _reason(failure, log, path)
-        raise VideoError(f"{problem} ({reason})", fix) from failure
+    """Turn decord's failures into ``VideoError("<problem> (<reason>)", fix)``."""
+    try:
+        yield
+    except (decord.DECORDError, RuntimeError, IndexError) as exc:
+        reason, fix = _reason(exc, [], path)
+        raise VideoError(f"{problem} ({reason})", fix) from exc
 
 
 def _open(path: Path, **size: int) -> decord.VideoReader:
-    with _decord_errors(path, f"cannot read {path.name} as a video"):
-        return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **size)
+    """A decord reader for ``path``; its C++ error log explains a failure instead of reaching stderr."""
+    failure: BaseException
+    with _native_stderr() as log:
+        try:
+            return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **size)
+        except (decord.DECORDError, RuntimeError, AssertionError) as exc:  # it asserts frames > 0
+            failure = exc
+    reason, fix = _reason(failure, log, path)
+    raise VideoError(f"cannot read {path.name} as a video ({reason})", fix) from failure
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -221,8 +235,9 @@ def select_frame_indices(num_frames: int, skip_frames_start: int, skip_frames_en
 
     Keep [skip_start, len - skip_end); if more than ``max_num_frames`` remain, take every
     ``frame_sample_step``-th (default: remaining // max_num_frames, the most frames spread over the
-    range); cut to ``max_num_frames``; then drop trailing frames to the largest 4k+1 count the VAE
-    accepts. Raises VideoError when fewer than MIN_FRAMES remain.
+    range); cut to ``max_num_frames``; then drop trailing frames to the largest 8k+1 count, the counts
+    CogVideoX's VAE decodes back to themselves (see engine.params.FRAME_MULTIPLE). Raises VideoError
+    when fewer than MIN_FRAMES remain.
     """
     if skip_frames_start + skip_frames_end >= num_frames and num_frames >= MIN_FRAMES:
         raise VideoError(
@@ -236,7 +251,7 @@ def select_frame_indices(num_frames: int, skip_frames_start: int, skip_frames_en
     if available > max_num_frames:
         stride = frame_sample_step or max(1, available // max_num_frames)
     indices = list(range(start, end, stride))[:max_num_frames]
-    keep = (len(indices) - 1) // 4 * 4 + 1 if indices else 0
+    keep = (len(indices) - 1) // FRAME_MULTIPLE * FRAME_MULTIPLE + 1 if indices else 0
     if keep < MIN_FRAMES:
         raise VideoError(
             f"only {len(indices)} usable frame(s) of {num_frames} after skips and stride; "
@@ -281,7 +296,7 @@ def read_frames(info: VideoInfo, plan: FramePlan) -> torch.Tensor:
     top, left, h, w = plan.crop
     batch = np.ascontiguousarray(batch[:, top:top + h, left:left + w, :3])
     frames = torch.from_numpy(batch).permute(0, 3, 1, 2).float()  # [F, C, H, W]
-    return frames / 127.5 - 1.0
+    return frames.div_(127.5).sub_(1.0)  # in place: no second float copy of the clip
 
 
 def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

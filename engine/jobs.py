@@ -24,6 +24,8 @@ class EngineConfig:
     output_dir: Path | None = None  # None: the data dir's outputs/
     max_batch_variants: int = 4  # variants of one source edited together in one batch
     cache_max_bytes: int = DEFAULT_CACHE_BYTES
+    attention: str = "auto"  # SDPA kernel: auto (cuDNN on a GPU), default, cudnn, flash, efficient, math
+    compile: bool | None = None  # torch.compile the transformer blocks; None: on a GPU
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,9 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     load_seconds: float
+    attention: str = "default"  # SDPA backend choice (engine.speed); "default": PyTorch's own order
+    plain_blocks: torch.nn.ModuleList | None = None  # the transformer's blocks, once compiled copies exist
+    compiled_blocks: torch.nn.ModuleList | None = None
 
     @property
     def dtype_name(self) -> str:

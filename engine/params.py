@@ -13,7 +13,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-MIN_FRAMES = 5  # the smallest 4k+1 clip worth editing
+# CogVideoX's 3D VAE encodes 4k+1 frames to k+1 latent frames but decodes an even latent count to
+# 4(k+1) frames, not 4k+1 (its first decoded chunk must hold an odd number of latents), so only
+# 8m+1 frames (9, 17, ..., 49, ..., 81) make the round trip: clips are trimmed to such a count.
+FRAME_MULTIPLE = 8
+MIN_FRAMES = 9
 MAX_FRAMES = 81  # the longest clip CogVideoX-5B handles (49 is what it was trained on)
 SPATIAL_MULTIPLE = 16  # VAE downsamples by 8, the transformer patches by 2
 
@@ -37,7 +41,7 @@ class EditParams:
         None, "Take every N-th frame (empty: the stride that spreads max_num_frames over the clip).",
         group="frames", low=1)
     max_num_frames: int = _param(
-        49, "Most frames kept; trimmed down to a 4k+1 count (49 is what CogVideoX-5B was trained on).",
+        49, "Most frames kept; trimmed down to an 8k+1 count (49 is what CogVideoX-5B was trained on).",
         group="frames", low=MIN_FRAMES, high=MAX_FRAMES)
     height: int = _param(480, "Frame height the model sees (multiple of 16).", group="frames",
                          low=64, high=1360, multiple_of=SPATIAL_MULTIPLE)
@@ -182,7 +186,7 @@ def parse_value(spec: ParamSpec, raw: Any) -> Any:
         except (TypeError, ValueError, OverflowError):
             raise ValueError(f"{_show(raw)} is not a whole number") from None
     if spec.kind is float:
-        if isinstance(raw, bool):
+        if isinstance(raw, (bool, bytes, bytearray)):  # float() would read b"12" as 12.0
             raise ValueError(f"{_show(raw)} is not a number")
         try:
             return float(raw)
@@ -213,8 +217,8 @@ def field_problem(spec: ParamSpec, value: Any) -> str | None:
 
 def build_params(values: dict[str, Any] | None = None, preset: str = "default") -> EditParams:
     """Parse and validate ``values`` (raw text or typed) on top of ``preset``; every problem at once."""
-    if preset not in PRESETS:
-        raise ParamsError([f"preset: unknown preset {preset!r} (choose {', '.join(PRESETS)})"])
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ParamsError([f"preset: unknown preset {_show(preset)} (choose {', '.join(PRESETS)})"])
     merged = {**PRESETS[preset], **(values or {})}
     problems: list[str] = []
     typed: dict[str, Any] = {}

@@ -22,6 +22,7 @@ import torch
 from .attention import InjectionPlan
 from .errors import Cancelled
 from .model import LoadedModel
+from .speed import attention_kernels
 
 ProgressFn = Callable[[int, int], None]  # (steps done, total)
 StopFn = Callable[[], bool]
@@ -124,7 +125,7 @@ def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guida
             plan = injection.plan
         rows = scheduler.scale_model_input(rows, t).to(model.dtype)
 
-        with model.injection.active(plan):
+        with attention_kernels(model.attention), model.injection.active(plan):
             prediction = transformer(hidden_states=rows, encoder_hidden_states=embeds,
                                      timestep=t.expand(rows.size(0)), image_rotary_emb=rotary,
                                      return_dict=False)[0]

@@ -33,7 +33,10 @@ from .events_bus import EventBus
 from .frames import check_video_path, file_digest
 from .jobs import EngineConfig, JobSpec
 from .model import LoadedModel, load_model, resolve_devices
+from .outputs import check_output_dir
+from .params import check_prompts
 from .paths import cache_dir, data_dir, default_output_dir
+from .speed import apply_speed
 from .runner import BUSY, FAILED, IDLE, LOADING, PAUSED, RETIRED, STOPPED, DeviceRunner, log_exception
 from .store import QUEUED, RUNNING, DataDirLock, JobRecord, Store
 
@@ -67,6 +70,7 @@ class Worker:
              **kwargs) -> Worker:
         """Lock the data dir (one process at a time), open its store and the inversion cache."""
         root = Path(root) if root else data_dir()
+        check_output_dir(config.output_dir or default_output_dir())  # a bad --output-dir fails now, not at export
         lock = DataDirLock(root).acquire()
         try:
             store = Store(root / "cogedit.db")
@@ -129,6 +133,8 @@ class Worker:
             self._lock.release()
 
     def submit(self, spec: JobSpec) -> JobRecord:
+        """Queue a job; bad input (no such video, an empty prompt) raises EditError/ParamsError now."""
+        check_prompts([spec.prompt])
         path = check_video_path(spec.source)
         record = self.store.add(str(path.resolve()), spec.prompt, spec.params, file_digest(path))
         self.bus.publish(JobQueued(record.id, record.source, record.prompt, len(self.store.queued())))
@@ -236,7 +242,12 @@ class Worker:
 def _device_loader(config: EngineConfig, loader: Callable | None) -> Loader:
     """``loader(device)``; a loader taking no argument (tests' shared tiny model) is accepted too."""
     if loader is None:
-        return lambda device: load_model(config.model, device, config.dtype)
+        def load(device: str) -> LoadedModel:
+            model = load_model(config.model, device, config.dtype)
+            apply_speed(model, config.attention, config.compile)
+            return model
+
+        return load
     try:
         import inspect
 

@@ -90,3 +90,19 @@ def tiny_params():
         return build_params({**TINY_PARAMS, **overrides})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ffmpeg():
+    """Run the ffmpeg binary bundled with imageio-ffmpeg (quiet, overwriting): ``ffmpeg(*args)``."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    exe = imageio_ffmpeg.get_ffmpeg_exe()
+
+    def run(*args: str) -> None:
+        subprocess.run([exe, "-y", "-nostdin", "-loglevel", "error", *map(str, args)], check=True,
+                       capture_output=True, timeout=120)
+
+    return run

@@ -52,3 +52,4 @@ def test_injecting_a_row_into_itself_changes_nothing(tiny_model):
     torch.testing.assert_close(injected[2:3], plain, rtol=1e-4, atol=1e-4)  # references attend to themselves
     other_plain = _forward(tiny_model, other, text)
     assert not torch.allclose(injected[1:2], other_plain, atol=1e-4)  # a different reference does matter
+

@@ -1,4 +1,4 @@
-"""Frame selection and shaping: skips, stride, cap, 4k+1, crop vs stretch, too-short clips."""
+"""Frame selection and shaping: skips, stride, cap, 8k+1, crop vs stretch, too-short clips."""
 
 from __future__ import annotations
 
@@ -12,37 +12,38 @@ from engine.params import build_params
 @pytest.mark.parametrize(
     "num_frames, skip_start, skip_end, max_frames, step, expected_count, expected_first, expected_stride",
     [
-        (49, 0, 0, 49, None, 49, 0, 1),  # exactly the cap, already 4k+1
+        (49, 0, 0, 49, None, 49, 0, 1),  # exactly the cap, already 8k+1
         (50, 0, 0, 49, None, 49, 0, 1),  # one over: stride 1, cut to the cap
-        (40, 0, 0, 49, None, 37, 0, 1),  # under the cap: trimmed to 4k+1
+        (40, 0, 0, 49, None, 33, 0, 1),  # under the cap: trimmed to 8k+1
         (100, 0, 0, 49, None, 49, 0, 2),  # default stride spreads the cap over the clip
         (147, 0, 0, 49, None, 49, 0, 3),
         (100, 0, 0, 49, 3, 33, 0, 3),  # explicit stride: 34 frames -> 33
         (100, 10, 20, 49, None, 49, 10, 1),  # 70 left -> stride 70 // 49 = 1, cut to 49
         (60, 5, 5, 49, None, 49, 5, 1),
-        (20, 3, 4, 81, None, 13, 3, 1),  # 13 left, already 4k+1
-        (16, 0, 0, 81, None, 13, 0, 1),  # 16 -> 13
-        (5, 0, 0, 49, None, 5, 0, 1),  # the minimum
+        (20, 3, 4, 81, None, 9, 3, 1),  # 13 left -> 9
+        (16, 0, 0, 81, None, 9, 0, 1),  # 16 -> 9
+        (9, 0, 0, 49, None, 9, 0, 1),  # the minimum
         (300, 0, 0, 81, None, 81, 0, 3),
+        (200, 0, 0, 45, None, 41, 0, 4),  # a cap that is not 8k+1: 45 -> 41
     ],
 )
 def test_select_frame_indices(num_frames, skip_start, skip_end, max_frames, step, expected_count,
                               expected_first, expected_stride):
     indices, stride = select_frame_indices(num_frames, skip_start, skip_end, max_frames, step)
     assert len(indices) == expected_count
-    assert (len(indices) - 1) % 4 == 0
+    assert (len(indices) - 1) % 8 == 0
     assert indices[0] == expected_first
     assert stride == expected_stride
     assert all(b - a == stride for a, b in zip(indices, indices[1:]))
     assert indices[-1] < num_frames - skip_end
 
 
-@pytest.mark.parametrize("num_frames, skip_start, skip_end", [(3, 0, 0), (4, 0, 0), (10, 6, 0), (10, 0, 8),
-                                                              (10, 20, 0), (10, 5, 5), (1, 0, 0)])
+@pytest.mark.parametrize("num_frames, skip_start, skip_end", [(3, 0, 0), (8, 0, 0), (12, 6, 0), (12, 0, 8),
+                                                              (12, 20, 0), (14, 3, 3), (1, 0, 0)])
 def test_too_few_frames_is_an_error_that_says_what_to_do(num_frames, skip_start, skip_end):
     with pytest.raises(VideoError) as info:
         select_frame_indices(num_frames, skip_start, skip_end, 49, None)
-    assert "at least 5" in str(info.value)
+    assert "at least 9" in str(info.value)
     assert "skip_frames" in info.value.fix
 
 
