@@ -395,6 +395,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=42, help="seed of every variant's initial noise [42]")
     parser.add_argument("--paths", default=",".join(DEFAULT_PATHS),
                         help=f"comma list of paths to time, of {', '.join(PATHS)} [{','.join(DEFAULT_PATHS)}]")
+    parser.add_argument("--devices", metavar="LIST",
+                        help="instead of the paths: queue throughput on 1, 2, 4 ... of these devices "
+                             "(cuda:0,cuda:1,... or all) through the worker, one pipeline per device")
+    parser.add_argument("--sources", type=int, default=4, help="with --devices: clips in the queue [4]")
+    parser.add_argument("--frames", type=int, help="with --devices: frames per clip [the arch's: 49 for 5b]")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compile the transformer blocks for the engine's paths [default: on a GPU]")
 
@@ -424,6 +429,16 @@ def run_bench(args: argparse.Namespace) -> int:
     device = resolve_device(getattr(args, "device", None) or arch.default_device)
     if args.peak_tflops is None:
         args.peak_tflops = measure_matmul_tflops(device) if device.type == "cuda" else DEFAULT_PEAK_TFLOPS
+    if args.devices:
+        from .bench_devices import format_scaling, run_device_scaling
+        from .model import resolve_devices
+
+        args.frames = args.frames or arch.frames
+        figures = run_device_scaling(args, resolve_devices(args.devices))
+        print(format_scaling(figures))
+        if args.json:
+            write_json_atomic(args.json, figures)
+        return 0
     time_steps = args.time_steps if args.time_steps is not None and args.time_steps < args.steps else None
     if arch.name == "5b" and device.type != "cuda":
         print("warning: the 5B architecture on the CPU takes minutes per step", file=sys.stderr)

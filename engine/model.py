@@ -7,6 +7,7 @@ cannot run this method are refused before any weights are read.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import threading
@@ -237,6 +238,7 @@ def inverse_scheduler(pipeline: CogVideoXPipeline) -> DDIMInverseScheduler:
     inversion walk exactly the noise levels the reconstruction walks back (for the 5B config the two
     tables agree to 4e-7).
     """
-    inverse = DDIMInverseScheduler.from_config(pipeline.scheduler.config)
+    accepted = inspect.signature(DDIMInverseScheduler.__init__).parameters
+    inverse = DDIMInverseScheduler.from_config({k: v for k, v in pipeline.scheduler.config.items() if k in accepted})
     inverse.alphas_cumprod = forward_scheduler(pipeline).alphas_cumprod.clone()
     return inverse

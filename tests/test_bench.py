@@ -75,3 +75,21 @@ def test_5b_architecture_has_the_published_sizes_and_leaves_global_state_alone()
     assert pipeline.scheduler.alphas_cumprod.device.type == "cpu"
     ids = pipeline.tokenizer("a watercolor painting", max_length=226, padding="max_length").input_ids
     assert len(ids) == 226 and max(ids) < pipeline.text_encoder.config.vocab_size
+
+
+def test_device_scaling_runs_the_queue_through_the_worker_on_each_device_count(tmp_path):
+    """``--devices``: the same queue on 1 and 2 (CPU) devices, every job finished and counted."""
+    import json
+
+    from engine.bench import main
+
+    out = tmp_path / "scaling.json"
+    assert main(["--arch", "tiny", "--devices", "cpu:0,cpu:1", "--steps", "2", "--variants", "1",
+                 "--sources", "2", "--frames", "9", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    runs = figures["runs"]
+    assert [len(r["devices"]) for r in runs] == [1, 2]
+    for run in runs:
+        assert run["finished"] == run["jobs"] == 2 and run["jobs_per_hour"] > 0
+        assert sum(run["jobs_per_device"].values()) == 2
+    assert runs[0]["scaling_efficiency"] == 1.0
