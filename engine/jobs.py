@@ -22,7 +22,7 @@ class EngineConfig:
     device: str | None = None  # cpu, cuda:N, several (cuda:0,cuda:1) or all; None: the first GPU, else the CPU
     dtype: str | None = None  # None: bf16 on a GPU, fp32 on the CPU
     output_dir: Path | None = None  # None: the data dir's outputs/
-    max_batch_variants: int = 4  # variants of one source edited together in one batch
+    max_batch_variants: int = 8  # most variants of a source edited in one batch (fewer when GPU memory is short)
     cache_max_bytes: int = DEFAULT_CACHE_BYTES
     attention: str = "auto"  # SDPA kernel: auto (cuDNN on a GPU), default, cudnn, flash, efficient, math
     compile: bool | None = None  # torch.compile the transformer blocks; None: on a GPU

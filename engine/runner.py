@@ -20,14 +20,22 @@ import torch
 from .artifacts import Variant
 from .cache import InversionCache
 from .errors import Cancelled, EditError, OutOfMemoryError
-from .events import (EngineReady, EngineStopped, Event, GpuMemory, JobCancelled, JobFailed, JobFinished, JobQueued,
-                     JobStarted, StageFinished, StageStarted, WorkerState)
+from .events import (EditWarning, EngineReady, EngineStopped, Event, GpuMemory, JobCancelled, JobFailed,
+                     JobFinished, JobQueued, JobStarted, StageFinished, StageStarted, WorkerState)
 from .model import LoadedModel
+from .params import EditParams
 from .run import run_edit
 from .store import RUNNING, JobRecord
 
 if TYPE_CHECKING:
     from .worker import Worker
+
+GIB = 1024**3
+# Activation memory of one batch row per video token, measured on the 5B architecture in bf16 with
+# compiled blocks (13 rows at 49x480x720 peaked 18.2 GiB above the weights, 7 rows 10.3 GiB: BENCHMARKS.md),
+# and what is kept free besides (the tiled VAE decode, the trajectory, the allocator's slack).
+ROW_BYTES_PER_TOKEN = 1.32 * GIB / 17776
+RESERVED_BYTES = 6 * GIB
 
 LOADING, IDLE, BUSY, PAUSED, STOPPED, FAILED, RETIRED = (
     "loading", "idle", "running", "paused", "stopped", "failed", "retired")
@@ -46,6 +54,7 @@ class DeviceRunner:
         self.state = STOPPED
         self.running: tuple[str, ...] = ()
         self.cancel_requested: set[str] = set()
+        self.oom_limit: int | None = None  # variants per batch after an out-of-memory split
         self.thread: threading.Thread | None = None
 
     # -- called from any thread --------------------------------------------------------------------
@@ -53,6 +62,21 @@ class DeviceRunner:
     def start(self) -> None:
         self.thread = threading.Thread(target=self._main, name=f"cogedit-{self.device}", daemon=True)
         self.thread.start()
+
+    def batch_limit(self, params: EditParams, configured: int) -> int:
+        """Variants this device edits together: the configured bound, lowered to what its free memory
+        holds (each variant adds 3 rows to a step: its two guidance halves and its reference), and
+        halved after an out-of-memory error."""
+        limit = min(configured, self.oom_limit or configured)
+        if self.model is None or self.model.device.type != "cuda":
+            return max(1, limit)
+        device = self.model.device
+        free, _ = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        latent_frames = (params.max_num_frames - 1) // 4 + 1
+        tokens = latent_frames * (params.height // 16) * (params.width // 16)
+        rows = int((free - RESERVED_BYTES) / (ROW_BYTES_PER_TOKEN * tokens))
+        return max(1, min(limit, (rows - 1) // 3))
 
     def request_cancel(self, job_id: str) -> bool:
         if job_id in self.running:
@@ -118,7 +142,12 @@ class DeviceRunner:
             self._settle_cancelled(batch)
         except torch.OutOfMemoryError as exc:
             self._free_memory()
-            self._fail(batch, OutOfMemoryError(f"out of GPU memory on {self.device}", OOM_FIX), exc)
+            if len(batch) > 1:  # try again with fewer variants at a time before failing anyone
+                self.oom_limit = max(1, len(batch) // 2)
+                self._requeue_unfinished(batch, f"out of GPU memory with {len(batch)} variants in one batch on "
+                                                f"{self.device}; running {self.oom_limit} at a time")
+            else:
+                self._fail(batch, OutOfMemoryError(f"out of GPU memory on {self.device}", OOM_FIX), exc)
         except EditError as exc:
             self._fail(batch, exc, exc)
         except Exception as exc:  # any fault: record it; the device goes on unless it is lost
@@ -162,6 +191,13 @@ class DeviceRunner:
             else:  # a batch-mate of a cancelled job: back to the front of the queue
                 store.mark_queued(job.id, front=True)
                 self._publish(JobQueued(job.id, job.source, job.prompt, 1))
+
+    def _requeue_unfinished(self, batch: list[JobRecord], reason: str) -> None:
+        unfinished = self._unfinished(batch)
+        self._publish(EditWarning(tuple(j.id for j in unfinished), reason))
+        for job in reversed(unfinished):  # back to the front, in their order
+            self.worker.store.mark_queued(job.id, front=True)
+            self._publish(JobQueued(job.id, job.source, job.prompt, 1))
 
     def _fail(self, batch: list[JobRecord], error: EditError | None, exc: BaseException) -> None:
         reason = str(error) if error is not None else f"{_one_line(exc)} (see the log)"

@@ -212,7 +212,7 @@ class Worker:
                 return []
             key = _batch_key(first)
             batch = [first] + [j for j in queue if j is not first and _batch_key(j) == key]
-            batch = batch[: max(1, self.config.max_batch_variants)]
+            batch = batch[: runner.batch_limit(first.params, self.config.max_batch_variants)]
             for job in batch:
                 self.store.mark_running(job.id)
             return batch

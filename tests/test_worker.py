@@ -231,3 +231,27 @@ def test_queue_survives_a_restart_and_can_be_reordered(tmp_path, tiny_model, cli
         assert all(j.status == QUEUED for j in worker.store.queued())
     finally:
         worker.close()
+
+
+def test_a_batch_out_of_memory_is_split_and_every_variant_still_finishes(tmp_path, tiny_model, clip_path,
+                                                                        tiny_params, monkeypatch):
+    transformer = tiny_model.pipeline.transformer
+    original = transformer.forward
+
+    def forward(*args, **kwargs):  # the 2-variant edit batch (7 rows) does not fit; 4 rows do
+        if kwargs["hidden_states"].size(0) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformer, "forward", forward)
+    worker, rec = open_worker(tmp_path, tiny_model)
+    try:
+        jobs = [worker.submit(JobSpec(str(clip_path), p, tiny_params())) for p in ("a cat", "a dog")]
+        worker.start()
+        rec.wait_for(finished([j.id for j in jobs]))
+        assert all(worker.store.get(j.id).status == DONE for j in jobs)
+        assert any("running 1 at a time" in w.message for w in rec.of(EditWarning))
+        computed = [e for e in rec.of(StageFinished, stage="invert") if not e.cached]
+        assert len(computed) == 1  # the retries take the inversion from the cache
+    finally:
+        worker.close()
