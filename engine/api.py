@@ -9,6 +9,7 @@ off their UI thread.
 - :func:`describe_source` says what a clip is and how many frames the parameters keep.
 - :func:`result_frame_count` and :func:`result_frames` read frames of a finished result's videos.
 - :func:`delete_result` removes a finished job from history and its folder from disk.
+- :func:`check_data_dir_free` refuses a data dir another process holds, without loading torch.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from .errors import EditError
 from .events import (STAGES, EditWarning, EngineReady, EngineStopped, Event, GpuMemory, JobCancelled, JobFailed,
                      JobFinished, JobQueued, JobStarted, StageFinished, StageStarted, StepProgress, event_to_dict)
 from .jobs import DEFAULT_MODEL, EngineConfig, JobSpec
-from .params import PARAM_SPECS, PRESETS, EditParams, ParamsError, ParamSpec, build_params, field_problem, parse_value
-from .store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, REQUEUEABLE, RUNNING, JobRecord, Store
+from .params import (PARAM_SPECS, PRESETS, EditParams, ParamsError, ParamSpec, build_params, check_prompts,
+                     field_problem, parse_value)
+from .paths import data_dir
+from .store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, REQUEUEABLE, RUNNING, DataDirLock, JobRecord, Store
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,6 +41,12 @@ def open_worker(config: EngineConfig, **kwargs) -> Worker:
     from .worker import Worker
 
     return Worker.open(config, **kwargs)
+
+
+def check_data_dir_free(root: Path | None = None) -> None:
+    """Raise DataDirBusy (an EditError naming the process) when another process holds the data dir:
+    a check that needs no torch, so a second instance says so at once."""
+    DataDirLock(Path(root) if root else data_dir()).check_free()
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,7 @@ __all__ = [
     "REQUEUEABLE", "RESULT_VIDEOS", "RUNNING", "STAGES", "EditError", "EditParams", "EditWarning", "EngineConfig",
     "EngineReady", "EngineStopped", "Event", "GpuMemory", "JobCancelled", "JobFailed", "JobFinished", "JobQueued",
     "JobRecord", "JobSpec", "JobStarted", "ParamSpec", "ParamsError", "SourceSummary", "StageFinished",
-    "StageStarted", "StepProgress", "Store", "build_params", "delete_result", "describe_source", "event_to_dict",
+    "StageStarted", "StepProgress", "Store", "build_params", "check_prompts", "check_data_dir_free", "delete_result",
+    "describe_source", "event_to_dict",
     "field_problem", "open_worker", "parse_value", "result_frame_count", "result_frames",
 ]

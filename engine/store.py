@@ -100,6 +100,10 @@ class DataDirLock:
         self._handle = handle
         return self
 
+    def check_free(self) -> None:
+        """Raise DataDirBusy when another process holds the data dir (takes the lock briefly)."""
+        self.acquire().release()
+
     def release(self) -> None:
         if self._handle is not None:
             fcntl.flock(self._handle, fcntl.LOCK_UN)

@@ -141,6 +141,15 @@ class Worker:
         self.notify()
         return record
 
+    def submit_many(self, specs: list[JobSpec]) -> list[JobRecord]:
+        """Queue several jobs at once (the variants of a source): all are checked first, then queued
+        together, so no device starts the first one alone before its batch-mates are in."""
+        for spec in specs:
+            check_prompts([spec.prompt])
+            check_video_path(spec.source)
+        with self._claim:
+            return [self.submit(spec) for spec in specs]
+
     def cancel(self, job_id: str) -> bool:
         record = self.store.get(job_id)
         if record is None:

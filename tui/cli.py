@@ -121,10 +121,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_app_command(args: argparse.Namespace, demo: bool = False) -> int:
     """The workstation (the demo: on the tiny model, with its two variants queued)."""
-    from engine.api import EngineConfig
+    from engine.api import EngineConfig, check_data_dir_free
 
     from .app import run_app
 
+    check_data_dir_free()  # a second instance is told at once, before the UI and torch load
     output_dir = args.output_dir.expanduser().resolve() if args.output_dir else None
     config = EngineConfig(model=args.model or EngineConfig.model, device=args.device, dtype=args.dtype,
                           output_dir=output_dir)

@@ -1,0 +1,62 @@
+"""The TUI's pure parts: path completion, progress from events, formatting of what the screens show."""
+
+from __future__ import annotations
+
+import asyncio
+
+from engine.api import (JobFinished, JobQueued, JobStarted, StageFinished, StageStarted, StepProgress,
+                        build_params)
+from tui.formatting import format_duration, format_eta, model_name, param_rows, progress_bar, shorten
+from tui.progress import ProgressTracker
+from tui.widgets.path_input import PathSuggester, complete_path
+
+
+def test_path_completion_prefers_videos_then_folders_and_keeps_what_was_typed(tmp_path):
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clip-notes.txt").write_text("")
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    (tmp_path / ".hidden.mp4").write_bytes(b"")
+    base = str(tmp_path) + "/"
+    assert complete_path(base + "cl") == base + "clip.mp4"
+    assert complete_path(base + "clips") == base + "clips/"
+    assert complete_path(base + "clip-") == base + "clip-notes.txt"
+    assert complete_path(base + "x") is None
+    assert complete_path(base + ".hid") == base + ".hidden.mp4"
+    assert complete_path(base + "missing/dir/a") is None
+    assert asyncio.run(PathSuggester().get_suggestion(base + "cl")) == base + "clip.mp4"
+
+
+def test_progress_follows_a_batch_through_its_stages():
+    tracker = ProgressTracker()
+    jobs = ("a", "b")
+    tracker.apply(JobStarted("a"))
+    tracker.apply(JobStarted("b"))
+    assert tracker.apply(StageStarted("invert", jobs, 10)) == jobs
+    tracker.apply(StepProgress("invert", jobs, 4, 10, 2.0))
+    a = tracker.get("a")
+    assert (a.stage, a.step, a.total) == ("invert", 4, 10)
+    assert a.eta_seconds == 3.0
+    tracker.apply(StageFinished("invert", jobs, 5.0, cached=True))
+    assert a.timings == {"invert": 5.0} and a.cached == {"invert"}
+    tracker.apply(JobFinished("a", "/out", {}, {}, {}))
+    assert a.stage is None and a.eta_seconds is None
+    tracker.apply(JobQueued("b", "/clip.mp4", "b", 1))  # back in the queue: no stale progress
+    assert tracker.get("b") is None
+
+
+def test_formatting():
+    assert format_duration(4.25) == "4.2 s" and format_duration(75) == "1:15" and format_duration(3725) == "1:02:05"
+    assert format_eta(7.4) == "0:07" and format_eta(None) == ""
+    assert progress_bar(5, 10, 4) == "██░░" and progress_bar(0, 0, 3) == "░░░"
+    assert model_name("THUDM/CogVideoX-5b") == "THUDM/CogVideoX-5b"
+    assert model_name("/root/.cache/cogedit-tui/tiny-model") == "tiny-model"
+    assert shorten("a  long   prompt", 8) == "a long …"
+
+
+def test_the_parameter_summary_shows_changed_and_key_parameters():
+    params = build_params({"seed": 7, "resize": "stretch"})
+    rows = {name: (value, changed) for name, value, changed in param_rows(params)}
+    assert rows["seed"] == ("7", True)
+    assert rows["resize"] == ("stretch", True)
+    assert rows["height"] == ("480", False)  # a key parameter, at its default
+    assert "negative_prompt" not in rows  # neither changed nor key

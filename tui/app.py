@@ -1,0 +1,295 @@
+"""The Textual workstation: one app over one engine worker, with screens for the queue, a new edit
+and the history.
+
+The screen appears at once; the worker is opened (torch imported, the data dir locked) and started in
+a thread worker, and the model loads in the background. Engine events arrive from the worker's
+threads as :class:`EngineEvent` messages; the app keeps the shared state (engine state, progress,
+GPU memory) and re-publishes each event on the ``engine_events`` signal for the screens.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.signal import Signal
+
+from engine.api import (DEFAULT_MODEL, DONE, EditError, EditParams, EngineConfig, EngineReady, EngineStopped, Event,
+                        GpuMemory, JobFailed, JobFinished, JobRecord, Store, build_params)
+
+from .commands import binding_commands
+from .formatting import format_psnr, model_name, shorten
+from .launch import Launcher, demo_launcher, demo_sample_clip, standard_launcher
+from .messages import EngineClosed, EngineEvent, EngineOpened, EngineOpenFailed
+from .progress import ProgressTracker
+from .screens.main import MainScreen
+
+if TYPE_CHECKING:
+    from engine.worker import Worker
+
+STYLES = ["styles/app.tcss", "styles/main.tcss", "styles/new_edit.tcss", "styles/history.tcss"]
+WORKER_WAIT_SECONDS = 300
+
+
+class CogeditApp(App):
+    """``launcher`` opens the worker (in a thread); ``start_engine=False`` leaves it unstarted (the
+    snapshot tests: no model load, a fixed header)."""
+
+    TITLE = "cogedit-tui"
+    CSS_PATH = STYLES
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
+    BINDINGS = [Binding("q", "quit", "Quit", show=False,
+                        tooltip="Quit (a running job stops after its current step)")]
+
+    engine_state: reactive[str] = reactive("opening")
+    model_label: reactive[str] = reactive("")
+    device_label: reactive[str] = reactive("")
+    gpu_memory: reactive[tuple[int, int] | None] = reactive(None)
+    queue_paused: reactive[bool] = reactive(False)
+
+    def __init__(self, launcher: Launcher, *, start_engine: bool = True, demo: bool = False,
+                 model_label: str = "", device_label: str = "auto",
+                 form_presets: dict[str, EditParams] | None = None, form_preset: str = "default",
+                 form_source: str = "", image_class: type | None = None) -> None:
+        super().__init__()
+        self.launcher = launcher
+        self.start_engine = start_engine
+        self.demo = demo
+        self.form_presets = form_presets or {"default": build_params(), "reference": build_params(preset="reference")}
+        self.form_preset = form_preset
+        self.form_source = form_source
+        self.image_class = image_class
+        self.engine: Worker | None = None  # the engine worker, once open
+        self.tracker = ProgressTracker()
+        self.session_started = time.time()
+        self.hidden_jobs: set[str] = set()  # finished jobs dismissed from the queue view
+        self.exit_error: str | None = None
+        self.engine_events: Signal[Event] = Signal(self, "engine-events")
+        self.store_changed: Signal[None] = Signal(self, "store-changed")
+        self._engine_ready = threading.Event()
+        self._gpu_by_device: dict[str, tuple[int, int]] = {}  # device -> (allocated, total) bytes
+        self._ready_devices: dict[str, str] = {}  # device -> dtype, in the order they became ready
+        self._quitting = False
+        self._engine_closed = False
+        self._close_lock = threading.Lock()
+        self.set_reactive(CogeditApp.model_label, model_label)
+        self.set_reactive(CogeditApp.device_label, device_label)
+
+    # -- screens and commands ----------------------------------------------------------------------
+
+    def get_default_screen(self) -> Screen:
+        self.main_screen = MainScreen()
+        return self.main_screen
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        builtin = list(super().get_system_commands(screen))
+        yield from builtin
+        yield from binding_commands(self, screen, {command.title for command in builtin})
+
+    @property
+    def store(self) -> Store | None:
+        """The job store while the engine is open (closing it closes the store)."""
+        return self.engine.store if self.engine is not None and not self._engine_closed else None
+
+    def queue_records(self) -> list[JobRecord]:
+        """The queue view: every job not done, and jobs done during this session (not dismissed)."""
+        if self.store is None:
+            return []
+        return [r for r in self.store.jobs() if r.id not in self.hidden_jobs
+                and (r.status != DONE or (r.finished or 0) >= self.session_started)]
+
+    def prompt_of(self, job_id: str) -> str:
+        record = self.store.get(job_id) if self.store is not None else None
+        return record.prompt if record else job_id
+
+    def wait_for_engine(self) -> Worker:
+        """For thread workers: the engine worker, once it is open."""
+        if not self._engine_ready.wait(WORKER_WAIT_SECONDS) or self.engine is None:
+            raise RuntimeError("the engine did not open")
+        return self.engine
+
+    # -- opening the engine --------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.main_screen.note("Opening the engine …")
+        self.set_interval(0.5, self.sync_engine_state)
+        self._open_engine()
+
+    @work(thread=True, exclusive=True, group="engine-open", exit_on_error=False)
+    def _open_engine(self) -> None:
+        try:
+            launch = self.launcher()
+        except EditError as exc:  # another process holds the data dir, a bad model path, ...
+            self.post_message(EngineOpenFailed(str(exc), 2))
+            return
+        except Exception as exc:  # a fault: one line, exit status 1
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            self.post_message(EngineOpenFailed(f"unexpected {type(exc).__name__}: {first}", 1))
+            return
+        if self._quitting:  # the user quit while the engine was opening
+            launch.worker.close()
+            return
+        launch.worker.subscribe(lambda event: self.post_message(EngineEvent(event)))
+        self.engine = launch.worker
+        self._engine_ready.set()
+        self.post_message(EngineOpened(launch))
+        failures = []
+        for spec in launch.initial_jobs:
+            try:
+                launch.worker.submit(spec)
+            except EditError as exc:
+                failures.append(str(exc))
+        for reason in failures:
+            self.post_message(EngineOpenFailed(reason, 0))
+        if self.start_engine:
+            launch.worker.start()
+
+    def on_engine_opened(self, message: EngineOpened) -> None:
+        worker = message.launch.worker
+        self.model_label = model_name(worker.config.model)
+        if worker.config.device:
+            self.device_label = worker.config.device
+        interrupted = worker.store.interrupted_on_open
+        if interrupted:
+            self.main_screen.note(f"{len(interrupted)} job(s) were interrupted when the app last stopped: "
+                                  "select one and press r to re-queue it.", "yellow")
+        if not self.start_engine:
+            self.main_screen.note("The engine is not started: jobs stay queued.")
+        self.sync_engine_state()
+        self.store_changed.publish(None)
+
+    def on_engine_open_failed(self, message: EngineOpenFailed) -> None:
+        if message.return_code == 0:  # an initial job could not be queued; the app goes on
+            self.notify(message.reason, title="Not queued", severity="error", markup=False)
+            return
+        self.exit_error = message.reason
+        # After the next refresh: a launcher that fails at once must not cut the first screen's mount short.
+        self.call_after_refresh(self.exit, return_code=message.return_code)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        self.tracker.apply(event)
+        if isinstance(event, GpuMemory):  # one per GPU: the header shows their sum
+            self._gpu_by_device[event.device] = (event.allocated_bytes, event.total_bytes)
+            self.gpu_memory = tuple(map(sum, zip(*self._gpu_by_device.values(), strict=False)))
+        elif isinstance(event, EngineReady):
+            self.model_label = model_name(event.model)
+            self._ready_devices[event.device] = event.dtype
+            self.device_label = f"{','.join(self._ready_devices)} {event.dtype}"
+        elif isinstance(event, EngineStopped) and event.reason != "stopped":
+            self.notify(event.reason, title="Engine stopped", severity="error", timeout=15, markup=False)
+        elif isinstance(event, JobFinished):
+            psnr = format_psnr(event.metrics)
+            quality = f" · round-trip PSNR {psnr}" if psnr else ""
+            self.notify(f"“{shorten(self.prompt_of(event.job_id), 60)}”{quality}", title="Edit finished", markup=False)
+        elif isinstance(event, JobFailed):
+            self.notify(f"“{shorten(self.prompt_of(event.job_id), 40)}”: {event.reason}", title="Edit failed",
+                        severity="error", timeout=15, markup=False)
+        self.sync_engine_state()
+        self.engine_events.publish(event)
+
+    def sync_engine_state(self) -> None:
+        self.engine_state = self._engine_state_now()
+
+    def _engine_state_now(self) -> str:
+        if self._quitting:
+            return "stopping" if not self._engine_closed else "stopped"
+        if self.engine is None:
+            return "opening"
+        state = self.engine.state
+        if state == "stopped" and not self.start_engine:
+            return "not started"
+        return state
+
+    # -- the queue -----------------------------------------------------------------------------
+
+    def pause_queue(self) -> None:
+        if self.engine is not None:
+            self.engine.pause()
+            self.queue_paused = True
+            self.sync_engine_state()
+
+    def resume_queue(self) -> None:
+        if self.engine is not None:
+            self.engine.resume()
+            self.queue_paused = False
+            self.sync_engine_state()
+
+    # -- quitting ------------------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        if self._quitting:
+            return
+        self._quitting = True
+        if self.engine is None:
+            self.exit()
+            return
+        if self.engine.state == "running":
+            self.notify("Stopping after the current step; the job can be re-queued next time.",
+                        title="Quitting", timeout=30)
+        self.sync_engine_state()
+        self._close_engine_in_thread()
+
+    @work(thread=True, group="engine-close", exit_on_error=False)
+    def _close_engine_in_thread(self) -> None:
+        self.close_engine()
+        self.post_message(EngineClosed())
+
+    def on_engine_closed(self, _message: EngineClosed) -> None:
+        self.exit()
+
+    def close_engine(self) -> None:
+        """Stop the worker (after the current step) and free the data dir; safe to call twice."""
+        with self._close_lock:
+            worker = self.engine
+            if worker is None or self._engine_closed:
+                return
+            self._engine_closed = True
+        if worker.state == "loading":  # a load cannot be cut short: let it end with the process
+            worker.stop(wait=False)
+            return
+        worker.close()
+
+    def on_unmount(self) -> None:
+        self._quitting = True
+        self.close_engine()
+
+
+def build_app(config: EngineConfig, *, demo: bool = False, image_class: type | None = None) -> CogeditApp:
+    """The workstation for ``config``; the demo: the tiny model on the CPU, its variants queued."""
+    if not demo:
+        return CogeditApp(standard_launcher(config), model_label=model_name(config.model),
+                          device_label=config.device or "auto", image_class=image_class)
+    from .cli import DEMO_PARAMS
+
+    model = None if config.model == DEFAULT_MODEL else config.model  # the tiny model unless --model says
+    presets = {"demo": build_params(DEMO_PARAMS), "default": build_params(),
+               "reference": build_params(preset="reference")}
+    return CogeditApp(demo_launcher(config.device, config.dtype, config.output_dir, model), demo=True,
+                      model_label="tiny demo model", device_label=config.device or "cpu", form_presets=presets,
+                      form_preset="demo", form_source=str(demo_sample_clip()), image_class=image_class)
+
+
+def run_app(config: EngineConfig, *, demo: bool = False) -> int:
+    """Run the workstation in this terminal; returns the exit status (2: the data dir is busy)."""
+    import textual_image.widget  # noqa: F401  (asks the terminal for graphics support before Textual starts)
+
+    app = build_app(config, demo=demo)
+    try:
+        app.run()
+    finally:
+        app.close_engine()
+    if app.exit_error:
+        print(f"error: {app.exit_error}", file=sys.stderr)
+    return app.return_code or 0

@@ -1,0 +1,110 @@
+"""Plain-text formatting shared by the screens: durations, sizes, timestamps, parameter summaries."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.api import PARAM_SPECS, EditParams
+
+# Parameters worth seeing for every job, changed or not.
+KEY_PARAMS = ("max_num_frames", "height", "width", "num_inference_steps", "guidance_scale", "seed")
+PSNR_ROUND_TRIP = "psnr_round_trip_vs_original_db"
+BAR_FULL, BAR_EMPTY = "█", "░"
+
+
+def format_duration(seconds: float | None) -> str:
+    """``4.2 s`` under a minute, else ``m:ss`` or ``h:mm:ss``."""
+    if seconds is None or seconds != seconds:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_eta(seconds: float | None) -> str:
+    """A countdown: ``0:07``, ``12:30``, ``2:05:00``; empty when unknown."""
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return ""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_gib(num_bytes: int) -> str:
+    return f"{num_bytes / 1024 ** 3:.1f}"
+
+
+def format_timestamp(timestamp: float | None) -> str:
+    """Local date and time to the minute (the history's 'finished' column)."""
+    if not timestamp:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def format_short_timestamp(timestamp: float | None) -> str:
+    """Local month, day and time (a list's column; the details show the year)."""
+    return time.strftime("%m-%d %H:%M", time.localtime(timestamp)) if timestamp else ""
+
+
+def format_clock(timestamp: float) -> str:
+    """Local time of day to the second (the event log)."""
+    return time.strftime("%H:%M:%S", time.localtime(timestamp))
+
+
+def format_value(value: Any) -> str:
+    """A parameter value as the form shows it: ``auto`` for None, ``""`` for empty text."""
+    if value is None:
+        return "auto"
+    if value == "" and isinstance(value, str):
+        return '""'
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def format_psnr(metrics: dict[str, float], key: str = PSNR_ROUND_TRIP) -> str:
+    value = metrics.get(key)
+    return "" if value is None else f"{value:.1f} dB"
+
+
+def source_name(path: str) -> str:
+    return Path(path).name or path
+
+
+def model_name(model: str) -> str:
+    """A hub id as is; a local folder by its name (the header has no room for a full path)."""
+    if model.startswith(("/", ".", "~")):
+        return Path(model).name or model
+    return model
+
+
+def stage_label(stage: str | None) -> str:
+    return (stage or "").replace("_", " ")
+
+
+def progress_bar(step: int, total: int, width: int = 6) -> str:
+    if total <= 0:
+        return BAR_EMPTY * width
+    filled = max(0, min(width, round(width * step / total)))
+    return BAR_FULL * filled + BAR_EMPTY * (width - filled)
+
+
+def param_rows(params: EditParams) -> list[tuple[str, str, bool]]:
+    """(name, value, changed) for the parameters that differ from the defaults, plus the key ones."""
+    rows = []
+    for spec in PARAM_SPECS:
+        value = getattr(params, spec.name)
+        changed = value != spec.default
+        if changed or spec.name in KEY_PARAMS:
+            rows.append((spec.name, format_value(value), changed))
+    return rows
+
+
+def shorten(text: str, width: int) -> str:
+    """Cut ``text`` to ``width`` characters with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"

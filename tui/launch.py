@@ -1,0 +1,65 @@
+"""How the app gets its engine worker: the user's model, the demo's tiny model, or a test's own.
+
+A launcher runs in a thread worker after the app is on screen (opening the worker imports torch; the
+demo may first build its tiny model), and returns the opened, not yet started, worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.api import EngineConfig, JobSpec, build_params, open_worker
+
+if TYPE_CHECKING:
+    from engine.worker import Worker
+
+
+@dataclass
+class Launch:
+    """An opened worker, and jobs to queue as soon as the app has it."""
+
+    worker: Worker
+    initial_jobs: list[JobSpec] = field(default_factory=list)
+
+
+Launcher = Callable[[], Launch]
+
+
+def standard_launcher(config: EngineConfig) -> Launcher:
+    """The worker for ``config`` in the user's data dir."""
+    return lambda: Launch(open_worker(config))
+
+
+def demo_sample_clip() -> Path:
+    from engine.paths import sample_clip_path
+
+    return sample_clip_path()
+
+
+def demo_launcher(device: str | None = None, dtype: str | None = None, output_dir: Path | None = None,
+                  model: str | None = None) -> Launcher:
+    """The demo: build the tiny model and the sample clip when missing, queue the demo's two variants."""
+
+    def launch() -> Launch:
+        from engine.paths import tiny_model_dir
+        from engine.sample_clip import write_sample_clip
+        from engine.tiny import ensure_tiny_model
+
+        from .cli import DEMO_PARAMS, DEMO_PROMPTS
+
+        model_path = model or str(ensure_tiny_model(tiny_model_dir()))
+        clip = demo_sample_clip()
+        if not clip.exists():
+            write_sample_clip(clip)
+        worker = open_worker(EngineConfig(model=model_path, device=device or "cpu", dtype=dtype,
+                                          output_dir=output_dir))
+        params = build_params(DEMO_PARAMS)
+        waiting = {(job.source, job.prompt) for job in worker.store.queued()}
+        jobs = [JobSpec(str(clip), prompt, params) for prompt in DEMO_PROMPTS
+                if (str(clip.resolve()), prompt) not in waiting]  # a demo quit early left them queued
+        return Launch(worker, jobs)
+
+    return launch

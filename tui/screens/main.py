@@ -1,0 +1,208 @@
+"""The main screen: the queue over the selected job's parameters and timings and the event log."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Label
+
+from engine.api import (CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, REQUEUEABLE, RUNNING, EngineReady,
+                        EngineStopped, Event, JobCancelled, JobFailed, JobFinished, JobQueued, JobRecord,
+                        JobStarted, StageFinished, StageStarted, StepProgress, delete_result)
+
+from ..formatting import shorten
+from ..widgets.adaptive_footer import AdaptiveFooter
+from ..widgets.engine_header import EngineHeader
+from ..widgets.event_log import EventLog
+from ..widgets.job_details import JobDetails
+from ..widgets.queue_table import QueueTable
+
+RELOAD_EVENTS = (JobQueued, JobStarted, JobFinished, JobFailed, JobCancelled, EngineStopped, EngineReady)
+PROGRESS_EVENTS = (StageStarted, StepProgress, StageFinished)
+FINISHED = (DONE, FAILED, CANCELLED, INTERRUPTED)
+WIDE = 100  # columns from which the footer has room for every key
+
+
+class MainScreen(Screen):
+    BINDINGS = [
+        Binding("n", "new_edit", "New", tooltip="New edit: a clip, prompts and parameters"),
+        Binding("c", "duplicate", "Copy", tooltip="Duplicate the selected job into the form, to tweak it"),
+        Binding("x", "cancel_job", "Cancel", tooltip="Cancel the selected job (a running one stops within a step)"),
+        Binding("r", "requeue", "Requeue", tooltip="Re-queue the selected failed, cancelled or interrupted job"),
+        Binding("K,shift+up", "move(-1)", "Move", key_display="K/J", tooltip="Move the selected job up the queue"),
+        Binding("J,shift+down", "move(1)", "Down", show=False, tooltip="Move the selected job down the queue"),
+        Binding("p", "pause", "Pause", tooltip="Pause the queue (the running job finishes)"),
+        Binding("p", "resume", "Resume", tooltip="Resume the queue"),
+        Binding("delete", "dismiss_job", "Dismiss", key_display="del",
+                tooltip="Remove the selected finished job from the queue (results stay in the history)"),
+        Binding("h", "history", "History", tooltip="Browse finished results"),
+        Binding("d", "toggle_details", "Details", tooltip="Show or hide the job details pane"),
+        Binding("q", "quit_app", "Quit", tooltip="Quit (a running job stops after its current step)"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="main")
+        self._records: dict[str, JobRecord] = {}
+        self._early_notes: list[tuple[str, str]] | None = []  # notes from before this screen was mounted
+
+    def compose(self) -> ComposeResult:
+        yield EngineHeader()
+        with Vertical(id="queue-pane"):
+            yield QueueTable(id="queue")
+            yield Label("The queue is empty: press n for a new edit.", id="queue-empty")
+        with Horizontal(id="main-bottom"):
+            yield JobDetails(id="details", placeholder="Select a job to see its parameters and timings.")
+            yield EventLog(id="log")
+        yield AdaptiveFooter()
+
+    def on_mount(self) -> None:
+        self.query_one("#queue-pane").border_title = "Queue"
+        self.query_one("#details").border_title = "Job"
+        self.query_one("#log").border_title = "Events"
+        self.app.engine_events.subscribe(self, self._on_engine_news)
+        self.app.store_changed.subscribe(self, lambda _: self.reload())
+        log = self.query_one(EventLog)
+        log.note("n new edit · h history · ctrl+p every command · q quit")
+        for message, style in self._early_notes:
+            log.note(message, style)
+        self._early_notes = None
+        self.reload()
+        self.query_one(QueueTable).focus()
+
+    def note(self, message: str, style: str = "dim") -> None:
+        """A line of the app's own in the event log."""
+        if self._early_notes is not None:
+            self._early_notes.append((message, style))
+        else:
+            self.query_one(EventLog).note(message, style)
+
+    # -- keeping up with the engine ------------------------------------------------------------
+
+    def _on_engine_news(self, event: Event) -> None:
+        self.query_one(EventLog).log_event(event, self.app.prompt_of)
+        if isinstance(event, RELOAD_EVENTS):
+            self.reload()
+        elif isinstance(event, PROGRESS_EVENTS):
+            table = self.query_one(QueueTable)
+            for job_id in event.job_ids:
+                record = self._records.get(job_id)
+                if record is not None:
+                    table.show_progress(record, self.app.tracker.get(job_id))
+            if isinstance(event, StageFinished) and self.selected_id in event.job_ids:
+                self._show_details()
+
+    def reload(self) -> None:
+        records = self.app.queue_records()
+        self._records = {r.id: r for r in records}
+        self.query_one(QueueTable).show_jobs(records, self.app.tracker.get)
+        empty = not records and self.app.store is not None
+        table = self.query_one(QueueTable)
+        self.query_one("#queue-empty").display = empty
+        table.display = not empty
+        if not empty and self.focused is None:  # hiding the empty table took its focus
+            table.focus()
+        self._show_details()
+        self.refresh_bindings()
+
+    @property
+    def selected_id(self) -> str | None:
+        return self.query_one(QueueTable).selected_key
+
+    @property
+    def selected(self) -> JobRecord | None:
+        job_id = self.selected_id
+        return self._records.get(job_id) if job_id else None
+
+    def _show_details(self) -> None:
+        record = self.selected
+        self.query_one(JobDetails).show(record, self.app.tracker.get(record.id) if record else None)
+
+    def on_resize(self) -> None:
+        self.refresh_bindings()  # the footer's Quit shows from WIDE columns
+
+    def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self._show_details()
+        self.refresh_bindings()
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        record = self.selected
+        status = record.status if record else None
+        engine_open = self.app.engine is not None
+        applicable = {
+            "new_edit": True,
+            "duplicate": record is not None,
+            "cancel_job": status in (QUEUED, RUNNING),
+            "requeue": status in REQUEUEABLE,
+            "move": status == QUEUED,
+            "pause": engine_open and not self.app.queue_paused,
+            "resume": engine_open and self.app.queue_paused,
+            "dismiss_job": status in FINISHED,
+            "quit_app": self.size.width >= WIDE,  # narrower, q still quits (the app's binding)
+        }
+        return applicable.get(action, True)
+
+    def action_new_edit(self) -> None:
+        from .new_edit import NewEditScreen
+
+        self.app.push_screen(NewEditScreen.fresh(self.app))
+
+    def action_duplicate(self) -> None:
+        from .new_edit import NewEditScreen
+
+        if self.selected is not None:
+            self.app.push_screen(NewEditScreen.from_record(self.app, self.selected))
+
+    def action_history(self) -> None:
+        from .history import HistoryScreen
+
+        self.app.push_screen(HistoryScreen())
+
+    def action_cancel_job(self) -> None:
+        record = self.selected
+        if record is None or self.app.engine is None:
+            return
+        if self.app.engine.cancel(record.id):
+            what = "stops within a step" if record.status == RUNNING else "removed from the queue"
+            self.notify(f"“{shorten(record.prompt, 50)}” {what}.", title="Cancelled", markup=False)
+        self.reload()
+
+    def action_requeue(self) -> None:
+        record = self.selected
+        if record is not None and self.app.engine is not None and self.app.engine.requeue(record.id):
+            self.notify(f"“{shorten(record.prompt, 50)}” is queued again.", title="Re-queued", markup=False)
+        self.reload()
+
+    def action_move(self, offset: int) -> None:
+        record = self.selected
+        if record is not None and self.app.engine is not None and self.app.engine.move(record.id, offset):
+            self.reload()
+
+    def action_pause(self) -> None:
+        self.app.pause_queue()
+        self.notify("Nothing new starts; a running job finishes. Press p to resume.", title="Queue paused")
+        self.refresh_bindings()
+
+    def action_resume(self) -> None:
+        self.app.resume_queue()
+        self.notify("The queue runs again.", title="Queue resumed")
+        self.refresh_bindings()
+
+    def action_dismiss_job(self) -> None:
+        record = self.selected
+        if record is None or record.status not in FINISHED or self.app.store is None:
+            return
+        if record.status == DONE:
+            self.app.hidden_jobs.add(record.id)  # its result stays in the history
+        else:
+            delete_result(self.app.store, record.id)  # nothing was written for it: forget the job
+        self.reload()
+
+    async def action_quit_app(self) -> None:
+        await self.app.action_quit()
+
+    def action_toggle_details(self) -> None:
+        self.toggle_class("-details-toggled")

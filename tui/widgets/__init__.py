@@ -1,0 +1,1 @@
+"""Reusable widgets of the workstation, one module each."""

@@ -1,0 +1,65 @@
+"""The top bar of every screen: model, device, GPU memory, the worker's state (and the demo's notice)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widget import Widget
+from textual.widgets import Label
+
+from ..formatting import format_gib
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+BUSY_STATES = ("opening", "loading", "running", "stopping")
+DEMO_NOTICE = "DEMO · random weights: the pixels are noise, only the workflow is real"
+
+
+class EngineHeader(Widget):
+    """Follows the app's reactive engine attributes; a spinner turns while the engine is busy."""
+
+    def __init__(self) -> None:
+        super().__init__(id="engine-header")
+        self._spin = 0
+        self._model, self._device, self._gpu, self._state = (
+            Label("", id=f"header-{name}", markup=False) for name in ("model", "device", "gpu", "state"))
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="header-bar"):
+            yield Label("cogedit-tui", id="header-title")
+            yield from (self._model, self._device, self._gpu, self._state)
+        if self.app.demo:
+            yield Label(DEMO_NOTICE, id="demo-notice")
+
+    def on_mount(self) -> None:
+        self._timer = self.set_interval(0.12, self._tick, pause=True)
+        for name in ("model_label", "device_label", "gpu_memory", "engine_state", "queue_paused"):
+            self.watch(self.app, name, self._update, init=False)
+        self._update()
+
+    def _tick(self) -> None:
+        self._spin = (self._spin + 1) % len(SPINNER)
+        self._update_state()
+
+    def _update(self, _value: object = None) -> None:
+        app = self.app
+        self._model.update(app.model_label)
+        self._device.update(app.device_label)
+        memory = app.gpu_memory
+        self._gpu.update(f"GPU {format_gib(memory[0])}/{format_gib(memory[1])} GiB" if memory else "GPU –")
+        busy = app.engine_state in BUSY_STATES
+        if busy:
+            self._timer.resume()
+        else:
+            self._timer.pause()
+        self._update_state()
+
+    def _update_state(self) -> None:
+        app = self.app
+        state = app.engine_state
+        label = self._state
+        mark = SPINNER[self._spin] if state in BUSY_STATES else "●"
+        text = state + (" · queue paused" if app.queue_paused and state == "running" else "")
+        label.update(f"{mark} {text}")
+        state_class = f"state-{state.replace(' ', '-')}"
+        if not label.has_class(state_class):  # a class change restyles: only when the state changes
+            label.set_classes(state_class)

@@ -1,0 +1,55 @@
+"""The queue: one row per job (source, prompt, status, the current stage's progress, ETA)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from engine.api import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, JobRecord
+
+from ..formatting import format_duration, format_eta, progress_bar, source_name, stage_label
+from ..progress import JobProgress
+from .flex_table import FlexTable
+
+STATUS_STYLES = {QUEUED: "dim", RUNNING: "bold $accent", DONE: "bold $success", FAILED: "bold $error",
+                 CANCELLED: "dim italic", INTERRUPTED: "$warning"}
+
+
+class QueueTable(FlexTable):
+    COLUMNS = (("source", "source", 12), ("prompt", "prompt", 0), ("status", "status", 11),
+               ("progress", "progress", 21), ("eta", "ETA", 5))
+
+    def show_jobs(self, records: list[JobRecord], progress_of) -> None:
+        self.show_rows([(r.id, self._cells(r, progress_of(r.id))) for r in records])
+
+    def show_progress(self, record: JobRecord, progress: JobProgress | None) -> None:
+        cells = self._cells(record, progress)
+        self.set_cells(record.id, {"status": cells[2], "progress": cells[3], "eta": cells[4]})
+
+    def _cells(self, record: JobRecord, progress: JobProgress | None) -> list[Text | str]:
+        status = Text(record.status, style=self._style(record.status))
+        return [source_name(record.source), record.prompt, status, *self._progress(record, progress)]
+
+    def _style(self, status: str) -> str:
+        return theme_style(self, STATUS_STYLES.get(status, ""))
+
+    def _progress(self, record: JobRecord, progress: JobProgress | None) -> tuple[Text | str, str]:
+        if record.status == RUNNING and progress is not None and progress.stage:
+            label = stage_label(progress.stage)
+            if progress.total:
+                bar = progress_bar(progress.step, progress.total, width=4)
+                return Text(f"{label:<10} {bar} {progress.step}/{progress.total}"), format_eta(progress.eta_seconds)
+            return Text(f"{label:<10} …"), ""
+        if record.status == RUNNING:
+            return Text("starting …", style="dim"), ""
+        if record.status == DONE:
+            total = sum(record.timings.values()) if record.timings else None
+            return Text(f"✓ {format_duration(total)}".strip()), ""
+        if record.status in (FAILED, INTERRUPTED) and record.error:
+            return Text(record.error, style="dim"), ""
+        return "", ""
+
+
+def theme_style(widget, style: str) -> str:
+    """Turn ``bold $accent`` into a Rich style with the theme's colour."""
+    variables = widget.app.theme_variables
+    return " ".join(variables.get(part[1:], "") if part.startswith("$") else part for part in style.split())
