@@ -221,7 +221,10 @@ class Worker:
                 return []
             key = _batch_key(first)
             batch = [first] + [j for j in queue if j is not first and _batch_key(j) == key]
-            batch = batch[: runner.batch_limit(first.params, self.config.max_batch_variants)]
+            # Spread the variants over the devices free right now (each then inverts the source once).
+            free = sum(1 for r in self.runners if r is runner or r.state == IDLE)
+            share = -(-len(batch) // free)
+            batch = batch[: min(share, runner.batch_limit(first.params, self.config.max_batch_variants))]
             for job in batch:
                 self.store.mark_running(job.id)
             return batch

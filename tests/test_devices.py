@@ -82,3 +82,14 @@ def test_a_lost_device_is_retired_and_the_other_goes_on(two_devices, make_clip, 
     assert sum(worker.store.get(j.id).status == DONE for j in jobs) == 2
     assert all(started_on(rec, j.id) == "cpu:1" for j in jobs if j not in failed)
     assert statuses
+
+
+def test_variants_of_one_source_are_spread_over_the_free_devices(two_devices, make_clip, tiny_params):
+    worker, rec = two_devices
+    worker.start()
+    rec.wait_for(lambda ev: all(r.state == "idle" for r in worker.runners))
+    jobs = worker.submit_many([JobSpec(str(make_clip(12)), f"variant {i}", tiny_params()) for i in range(4)])
+    rec.wait_for(finished([j.id for j in jobs]), timeout=120)
+    per_device = [started_on(rec, j.id) for j in jobs]
+    assert sorted(per_device.count(d) for d in ("cpu:0", "cpu:1")) == [2, 2]
+    assert all(worker.store.get(j.id).status == DONE for j in jobs)

@@ -53,7 +53,9 @@ def add_engine_flags(parser: argparse.ArgumentParser, top_level: bool = False) -
     parser.add_argument("--model", default=default,
                         help="hub id (resolved through the Hugging Face cache) or a local pipeline folder "
                              "[default THUDM/CogVideoX-5b]")
-    parser.add_argument("--device", default=default, help="cpu, cuda or cuda:N [default: first GPU, else cpu]")
+    parser.add_argument("--device", "--devices", dest="device", default=default,
+                        help="cpu, cuda:N, several GPUs (cuda:0,cuda:1) or all: one worker per GPU, the queue "
+                             "spread over them [default: the first GPU, else cpu]")
     parser.add_argument("--dtype", default=default, choices=["bf16", "fp16", "fp32"],
                         help="[default: bf16 on a GPU, fp32 on the CPU]")
     parser.add_argument("--output-dir", type=Path, default=default,
@@ -89,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--headless", action="store_true", help="run through the headless command, no TUI")
     demo.add_argument("--events", choices=["bars", "jsonl"], default="bars")
     add_engine_flags(demo)
+
+    bench = commands.add_parser("bench", add_help=False, prefix_chars="\0",
+                                help="time the engine against the reference algorithm on the 5B architecture "
+                                     "(cogedit-tui bench --help)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -99,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "edit":
             return run_edit_command(args)
+        if args.command == "bench":
+            from engine.bench import main as bench_main  # imports torch: only for this command
+
+            return bench_main(args.bench_args)
         if args.command == "demo":
             return run_demo_command(args) if args.headless else run_app_command(args, demo=True)
         return run_app_command(args)
@@ -178,9 +189,11 @@ def _run(args: argparse.Namespace, video: str, prompts: list[str], params, save_
 
     check_prompts(prompts)
     plan_frames(probe_video(video), params)  # a bad clip fails here, before the model loads
-    # All prompts of the command are variants of one batch over one inversion.
+    # The prompts are variants of one source: batched over one inversion (spread over the devices when
+    # there are several). --save-latents writes one batch's latents, so it keeps them all in one.
+    batch = {"max_batch_variants": len(prompts)} if save_latents else {}
     config = EngineConfig(model=args.model or EngineConfig.model, device=args.device, dtype=args.dtype,
-                          output_dir=args.output_dir, max_batch_variants=len(prompts))
+                          output_dir=args.output_dir, **batch)
     worker = Worker.open(config)
     subscriber = JsonLinesPrinter() if args.events == "jsonl" else ProgressBars()
     try:
