@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import decord
 import pytest
 
 from tui.cli import main
@@ -116,6 +117,9 @@ def test_demo_headless_through_the_installed_command(tmp_path):
     for folder in folders:
         assert {p.name for p in folder.iterdir()} == {"original.mp4", "reconstruction.mp4", "edited.mp4",
                                                       "contact_sheet.png", "job.json"}
+        for video in ("original.mp4", "reconstruction.mp4", "edited.mp4"):  # they play: decode them back
+            reader = decord.VideoReader(str(folder / video))
+            assert len(reader) == 17 and reader[len(reader) - 1].shape == (64, 96, 3)
 
 
 def test_a_job_json_alone_runs_the_job_again(capsys, tiny_model_path, clip_path, tmp_path):
