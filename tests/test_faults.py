@@ -214,3 +214,26 @@ def test_a_failed_variant_does_not_take_back_a_finished_one(tmp_path, tiny_model
         assert "disk full" in worker.store.get(b.id).error
     finally:
         worker.close()
+
+
+def test_a_corrupt_history_row_is_read_with_defaults_not_a_crash(tmp_path, clip_path, tiny_params):
+    import sqlite3
+
+    store = Store(tmp_path / "cogedit.db")
+    try:
+        good = store.add(str(clip_path), "a cat", tiny_params())
+        bad = store.add(str(clip_path), "a dog", tiny_params())
+        for job in (good, bad):
+            store.mark_done(job.id, str(tmp_path / job.id), {"edit": 1.0}, {"psnr_round_trip_vs_original_db": 30.0})
+    finally:
+        store.close()
+    with sqlite3.connect(tmp_path / "cogedit.db") as db:  # damaged by hand, or written by another version
+        db.execute("UPDATE jobs SET params = ? WHERE id = ?", ('{"max_num_frames": "lots", "new_knob": 1', bad.id))
+    store = Store(tmp_path / "cogedit.db")
+    try:
+        history = {j.id: j for j in store.history()}
+        assert set(history) == {good.id, bad.id}
+        assert history[good.id].params == tiny_params()
+        assert history[bad.id].params.max_num_frames == 49  # the defaults stand in for what cannot be read
+    finally:
+        store.close()

@@ -47,31 +47,31 @@ def finished(job_ids):
     return lambda events: {e.job_id for e in events if isinstance(e, (JobFinished, JobFailed, JobCancelled))} >= set(job_ids)
 
 
-def test_two_variants_of_one_clip_run_one_inversion(tmp_path, tiny_model, clip_path, tiny_params):
-    worker, rec = open_worker(tmp_path, tiny_model)
+def run_jobs(tmp_path, model, specs):
+    """Open a worker on ``tmp_path``, run ``specs`` to their end and close it: the events, the records."""
+    worker, rec = open_worker(tmp_path, model)
     try:
-        jobs = [worker.submit(JobSpec(str(clip_path), p, tiny_params())) for p in ("a cat", "a dog")]
+        jobs = [worker.submit(spec) for spec in specs]
         worker.start()
         rec.wait_for(finished([j.id for j in jobs]))
-        assert [e.stage for e in rec.of(StageStarted)].count("invert") == 1
-        for job in jobs:
-            record = worker.store.get(job.id)
-            assert record.status == DONE
-            assert (tmp_path / "out").joinpath(record.output_dir).joinpath("contact_sheet.png").is_file()
-            assert record.metrics["psnr_round_trip_vs_original_db"] > 0
-            assert {"invert", "edit", "export"} <= set(record.timings)
+        return rec, [worker.store.get(j.id) for j in jobs]
     finally:
         worker.close()
+
+
+def test_two_variants_of_one_clip_run_one_inversion(tmp_path, tiny_model, clip_path, tiny_params):
+    specs = [JobSpec(str(clip_path), p, tiny_params()) for p in ("a cat", "a dog")]
+    rec, records = run_jobs(tmp_path, tiny_model, specs)
+    assert [e.stage for e in rec.of(StageStarted)].count("invert") == 1
+    for record in records:
+        assert record.status == DONE
+        assert (tmp_path / "out").joinpath(record.output_dir).joinpath("contact_sheet.png").is_file()
+        assert record.metrics["psnr_round_trip_vs_original_db"] > 0
+        assert {"invert", "edit", "export"} <= set(record.timings)
 
 
 def test_events_arrive_in_order_and_step_counts_add_up(tmp_path, tiny_model, clip_path, tiny_params):
-    worker, rec = open_worker(tmp_path, tiny_model)
-    try:
-        job = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
-        worker.start()
-        rec.wait_for(finished([job.id]))
-    finally:
-        worker.close()
+    rec, (record,) = run_jobs(tmp_path, tiny_model, [JobSpec(str(clip_path), "a cat", tiny_params())])
     stages = [e.stage for e in rec.events if isinstance(e, StageStarted)]
     assert stages == ["load", "frames", "encode", "invert", "round_trip", "edit", "decode", "export"]
     times = [e.time for e in rec.events]
@@ -79,50 +79,27 @@ def test_events_arrive_in_order_and_step_counts_add_up(tmp_path, tiny_model, cli
     for stage in ("invert", "round_trip", "edit"):
         steps = [e.step for e in rec.of(StepProgress, stage=stage)]
         assert steps == list(range(1, 7))
-    assert rec.of(JobFinished)[0].job_id == job.id
+    assert rec.of(JobFinished)[0].job_id == record.id
 
 
 def test_a_variant_after_a_restart_reuses_the_disk_cache(tmp_path, tiny_model, clip_path, tiny_params):
-    worker, rec = open_worker(tmp_path, tiny_model)
-    try:
-        first = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
-        worker.start()
-        rec.wait_for(finished([first.id]))
-    finally:
-        worker.close()
-    worker, rec = open_worker(tmp_path, tiny_model)  # a new process would start with an empty memory cache
-    try:
-        later = worker.submit(JobSpec(str(clip_path), "a dog", tiny_params()))
-        worker.start()
-        rec.wait_for(finished([later.id]))
-        invert = rec.of(StageFinished, stage="invert")
-        assert len(invert) == 1 and invert[0].cached
-        assert not rec.of(StepProgress, stage="invert")
-        assert worker.store.get(later.id).status == DONE
-    finally:
-        worker.close()
+    run_jobs(tmp_path, tiny_model, [JobSpec(str(clip_path), "a cat", tiny_params())])
+    # A second worker, as a new process would be: its memory cache starts empty.
+    rec, (later,) = run_jobs(tmp_path, tiny_model, [JobSpec(str(clip_path), "a dog", tiny_params())])
+    invert = rec.of(StageFinished, stage="invert")
+    assert len(invert) == 1 and invert[0].cached
+    assert not rec.of(StepProgress, stage="invert")
+    assert later.status == DONE
 
 
 def test_a_corrupt_cache_file_is_recomputed_not_trusted(tmp_path, tiny_model, clip_path, tiny_params):
-    worker, rec = open_worker(tmp_path, tiny_model)
-    try:
-        job = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
-        worker.start()
-        rec.wait_for(finished([job.id]))
-    finally:
-        worker.close()
+    run_jobs(tmp_path, tiny_model, [JobSpec(str(clip_path), "a cat", tiny_params())])
     (entry,) = (tmp_path / "cache" / "inversions").glob("*.safetensors")
     entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # truncated
-    worker, rec = open_worker(tmp_path, tiny_model)
-    try:
-        job = worker.submit(JobSpec(str(clip_path), "a dog", tiny_params()))
-        worker.start()
-        rec.wait_for(finished([job.id]))
-        assert any("unusable" in w.message for w in rec.of(EditWarning))
-        assert not rec.of(StageFinished, stage="invert")[0].cached
-        assert worker.store.get(job.id).status == DONE
-    finally:
-        worker.close()
+    rec, (record,) = run_jobs(tmp_path, tiny_model, [JobSpec(str(clip_path), "a dog", tiny_params())])
+    assert any("unusable" in w.message for w in rec.of(EditWarning))
+    assert not rec.of(StageFinished, stage="invert")[0].cached
+    assert record.status == DONE
     assert entry.is_file() and entry.stat().st_size > 0  # rewritten whole
 
 
