@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 from .errors import EditError
 from .events import (STAGES, EditWarning, EngineReady, EngineStopped, Event, GpuMemory, JobCancelled, JobFailed,
-                     JobFinished, JobQueued, JobStarted, StageFinished, StageStarted, StepProgress, event_to_dict)
+                     JobFinished, JobQueued, JobStarted, StageFinished, StageStarted, StepProgress, WorkerState,
+                     event_to_dict)
 from .jobs import DEFAULT_MODEL, EngineConfig, JobSpec
 from .params import (PARAM_SPECS, PRESETS, EditParams, ParamsError, ParamSpec, build_params, check_prompts,
                      field_problem, parse_value)
@@ -101,7 +102,7 @@ __all__ = [
     "REQUEUEABLE", "RESULT_VIDEOS", "RUNNING", "STAGES", "EditError", "EditParams", "EditWarning", "EngineConfig",
     "EngineReady", "EngineStopped", "Event", "GpuMemory", "JobCancelled", "JobFailed", "JobFinished", "JobQueued",
     "JobRecord", "JobSpec", "JobStarted", "ParamSpec", "ParamsError", "SourceSummary", "StageFinished",
-    "StageStarted", "StepProgress", "Store", "build_params", "check_prompts", "check_data_dir_free", "delete_result",
+    "StageStarted", "StepProgress", "Store", "WorkerState", "build_params", "check_prompts", "check_data_dir_free", "delete_result",
     "describe_source", "event_to_dict",
     "field_problem", "open_worker", "parse_value", "result_frame_count", "result_frames",
 ]

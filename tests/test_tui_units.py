@@ -6,7 +6,8 @@ import asyncio
 
 from engine.api import (JobFinished, JobQueued, JobStarted, StageFinished, StageStarted, StepProgress,
                         build_params)
-from tui.formatting import format_duration, format_eta, model_name, param_rows, progress_bar, shorten
+from tui.formatting import (devices_label, format_duration, format_eta, model_name, param_rows, progress_bar,
+                            shorten)
 from tui.progress import ProgressTracker
 from tui.widgets.path_input import PathSuggester, complete_path
 
@@ -51,6 +52,8 @@ def test_formatting():
     assert model_name("THUDM/CogVideoX-5b") == "THUDM/CogVideoX-5b"
     assert model_name("/root/.cache/cogedit-tui/tiny-model") == "tiny-model"
     assert shorten("a  long   prompt", 8) == "a long …"
+    assert devices_label(["cuda:0"]) == "cuda:0" and devices_label(["cuda:0", "cuda:1"]) == "cuda:0,cuda:1"
+    assert devices_label([f"cuda:{i}" for i in range(4)]) == "4× cuda"  # the devices pane lists them
 
 
 def test_the_parameter_summary_shows_changed_and_key_parameters():

@@ -26,7 +26,7 @@ from engine.api import (DEFAULT_MODEL, DONE, EditError, EditParams, EngineConfig
                         GpuMemory, JobFailed, JobFinished, JobRecord, Store, build_params)
 
 from .commands import binding_commands
-from .formatting import format_psnr, model_name, shorten
+from .formatting import devices_label, format_psnr, model_name, shorten
 from .launch import Launcher, demo_launcher, demo_sample_clip, standard_launcher
 from .messages import EngineClosed, EngineEvent, EngineOpened, EngineOpenFailed
 from .progress import ProgressTracker
@@ -35,7 +35,8 @@ from .screens.main import MainScreen
 if TYPE_CHECKING:
     from engine.worker import Worker
 
-STYLES = ["styles/app.tcss", "styles/main.tcss", "styles/new_edit.tcss", "styles/history.tcss"]
+STYLES = ["styles/app.tcss", "styles/main.tcss", "styles/devices.tcss", "styles/new_edit.tcss",
+          "styles/history.tcss"]
 WORKER_WAIT_SECONDS = 300
 
 
@@ -55,6 +56,7 @@ class CogeditApp(App):
     device_label: reactive[str] = reactive("")
     gpu_memory: reactive[tuple[int, int] | None] = reactive(None)
     queue_paused: reactive[bool] = reactive(False)
+    device_counts: reactive[tuple[int, int, int]] = reactive((0, 0, 0))  # devices, running, failed or retired
 
     def __init__(self, launcher: Launcher, *, start_engine: bool = True, demo: bool = False,
                  model_label: str = "", device_label: str = "auto",
@@ -76,8 +78,7 @@ class CogeditApp(App):
         self.engine_events: Signal[Event] = Signal(self, "engine-events")
         self.store_changed: Signal[None] = Signal(self, "store-changed")
         self._engine_ready = threading.Event()
-        self._gpu_by_device: dict[str, tuple[int, int]] = {}  # device -> (allocated, total) bytes
-        self._ready_devices: dict[str, str] = {}  # device -> dtype, in the order they became ready
+        self.gpu_by_device: dict[str, tuple[int, int]] = {}  # device -> (allocated, total) bytes, the latest
         self._quitting = False
         self._engine_closed = False
         self._close_lock = threading.Lock()
@@ -156,8 +157,7 @@ class CogeditApp(App):
     def on_engine_opened(self, message: EngineOpened) -> None:
         worker = message.launch.worker
         self.model_label = model_name(worker.config.model)
-        if worker.config.device:
-            self.device_label = worker.config.device
+        self.device_label = devices_label([runner.device for runner in worker.runners])
         interrupted = worker.store.interrupted_on_open
         if interrupted:
             self.main_screen.note(f"{len(interrupted)} job(s) were interrupted when the app last stopped: "
@@ -181,12 +181,12 @@ class CogeditApp(App):
         event = message.event
         self.tracker.apply(event)
         if isinstance(event, GpuMemory):  # one per GPU: the header shows their sum
-            self._gpu_by_device[event.device] = (event.allocated_bytes, event.total_bytes)
-            self.gpu_memory = tuple(map(sum, zip(*self._gpu_by_device.values(), strict=False)))
+            self.gpu_by_device[event.device] = (event.allocated_bytes, event.total_bytes)
+            self.gpu_memory = tuple(map(sum, zip(*self.gpu_by_device.values(), strict=False)))
         elif isinstance(event, EngineReady):
             self.model_label = model_name(event.model)
-            self._ready_devices[event.device] = event.dtype
-            self.device_label = f"{','.join(self._ready_devices)} {event.dtype}"
+            devices = [runner.device for runner in self.engine.runners] if self.engine else [event.device]
+            self.device_label = f"{devices_label(devices)} {event.dtype}"
         elif isinstance(event, EngineStopped) and event.reason != "stopped":
             self.notify(event.reason, title="Engine stopped", severity="error", timeout=15, markup=False)
         elif isinstance(event, JobFinished):
@@ -201,6 +201,8 @@ class CogeditApp(App):
 
     def sync_engine_state(self) -> None:
         self.engine_state = self._engine_state_now()
+        states = [runner.state for runner in self.engine.runners] if self.engine is not None else []
+        self.device_counts = (len(states), states.count("running"), sum(s in ("failed", "retired") for s in states))
 
     def _engine_state_now(self) -> str:
         if self._quitting:

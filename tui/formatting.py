@@ -82,6 +82,15 @@ def model_name(model: str) -> str:
     return model
 
 
+def devices_label(devices: list[str]) -> str:
+    """The header's devices: ``cuda:0`` or ``cuda:0,cuda:1``; from three on ``4× cuda`` (the devices
+    pane lists them)."""
+    if len(devices) <= 2:
+        return ",".join(devices)
+    kinds = dict.fromkeys(device.split(":")[0] for device in devices)
+    return f"{len(devices)}× {'/'.join(kinds)}"
+
+
 def stage_label(stage: str | None) -> str:
     return (stage or "").replace("_", " ")
 

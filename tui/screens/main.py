@@ -1,4 +1,5 @@
-"""The main screen: the queue over the selected job's parameters and timings and the event log."""
+"""The main screen: the devices (when there are several), the queue over the selected job's parameters
+and timings and the event log."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from engine.api import (CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, REQUEUEABL
 
 from ..formatting import shorten
 from ..widgets.adaptive_footer import AdaptiveFooter
+from ..widgets.devices_panel import DevicesPanel
 from ..widgets.engine_header import EngineHeader
 from ..widgets.event_log import EventLog
 from ..widgets.job_details import JobDetails
@@ -49,6 +51,7 @@ class MainScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield EngineHeader()
+        yield DevicesPanel()
         with Vertical(id="queue-pane"):
             yield QueueTable(id="queue")
             yield Label("The queue is empty: press n for a new edit.", id="queue-empty")

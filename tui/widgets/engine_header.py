@@ -1,4 +1,6 @@
-"""The top bar of every screen: model, device, GPU memory, the worker's state (and the demo's notice)."""
+"""The top bar of every screen: model, device(s), GPU memory (summed over the devices), the worker's
+state (and the demo's notice). With several devices the state counts them: ``running 1/2`` (devices
+running of those usable), ``· 1 down`` (failed or retired while others go on)."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ class EngineHeader(Widget):
 
     def on_mount(self) -> None:
         self._timer = self.set_interval(0.12, self._tick, pause=True)
-        for name in ("model_label", "device_label", "gpu_memory", "engine_state", "queue_paused"):
+        for name in ("model_label", "device_label", "gpu_memory", "engine_state", "queue_paused", "device_counts"):
             self.watch(self.app, name, self._update, init=False)
         self._update()
 
@@ -58,7 +60,14 @@ class EngineHeader(Widget):
         state = app.engine_state
         label = self._state
         mark = SPINNER[self._spin] if state in BUSY_STATES else "●"
-        text = state + (" · queue paused" if app.queue_paused and state == "running" else "")
+        devices, running, down = app.device_counts
+        text = state
+        if devices > 1 and state == "running":
+            text += f" {running}/{devices - down}"
+        if app.queue_paused and state == "running":
+            text += " · queue paused"
+        if down and state != "failed":
+            text += f" · {down} down"
         label.update(f"{mark} {text}")
         state_class = f"state-{state.replace(' ', '-')}"
         if not label.has_class(state_class):  # a class change restyles: only when the state changes

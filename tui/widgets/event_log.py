@@ -71,7 +71,8 @@ class EventLog(RichLog):
         if isinstance(event, JobQueued):
             return f"queued {event.job_id} “{shorten(event.prompt, PROMPT_WIDTH)}”", ""
         if isinstance(event, JobStarted):
-            return f"started {event.job_id} “{shorten(prompt_of(event.job_id), PROMPT_WIDTH)}”", ""
+            where = f" on {event.device}" if event.device else ""
+            return f"started {event.job_id}{where} “{shorten(prompt_of(event.job_id), PROMPT_WIDTH)}”", ""
         if isinstance(event, StageStarted):
             steps = f", {event.total_steps} steps" if event.total_steps else ""
             return f"{stage_label(event.stage)} started ({len(event.job_ids)} job(s){steps})", "dim"
