@@ -246,12 +246,12 @@ DEFAULT_PATHS = ("reference", "engine")
 
 def run_benchmark(arch: BenchArch, device: torch.device, steps: int, num_variants: int, time_steps: int | None,
                   approx: bool, peak_tflops: float, seed: int, compile_blocks: bool | None = None,
-                  path_names: tuple[str, ...] = DEFAULT_PATHS) -> dict[str, Any]:
+                  path_names: tuple[str, ...] = DEFAULT_PATHS, compile_mode: str | None = None) -> dict[str, Any]:
     """Build the model, time every path, and return all figures (what ``--json`` writes)."""
     quiet_libraries()
     model = build_model(arch, device)
     weights = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
-    apply_speed(model, "auto", compile_blocks)
+    apply_speed(model, "auto", compile_blocks, compile_mode)
     compiled = model.compiled_blocks is not None
     names = list(dict.fromkeys([*path_names, *(["engine_shared_reference"] if approx else [])]))
     variants = [Variant(f"v{i}", PROMPTS[i % len(PROMPTS)], seed) for i in range(num_variants)]
@@ -285,7 +285,8 @@ def run_benchmark(arch: BenchArch, device: torch.device, steps: int, num_variant
         "dtype": model.dtype_name, "clip": {"frames": arch.frames, "height": arch.height, "width": arch.width},
         "steps": steps, "variants": num_variants, "time_steps": time_steps, "extrapolated": time_steps is not None,
         "seed": seed, "build_seconds": model.load_seconds, "weights_memory_bytes": weights,
-        "warmup_seconds": warmup_seconds, "compiled_blocks": compiled, "peak_tflops": peak_tflops,
+        "warmup_seconds": warmup_seconds, "compiled_blocks": compiled, "compile_mode": compile_mode,
+        "peak_tflops": peak_tflops,
         "flop": {"forward_batch1": clip_forward_flops(config, arch.frames, arch.height, arch.width).as_dict()},
         "paths": {p.name: p.figures(steps, peak_tflops) for p in paths},
     }
@@ -331,6 +332,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                              "(cuda:0,cuda:1,... or all) through the worker, one pipeline per device")
     parser.add_argument("--sources", type=int, default=4, help="with --devices: clips in the queue [4]")
     parser.add_argument("--frames", type=int, help="with --devices: frames per clip [the arch's: 49 for 5b]")
+    parser.add_argument("--compile-mode", default=None,
+                        help="torch.compile mode for the blocks (e.g. max-autotune-no-cudagraphs) [its default]")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compile the transformer blocks for the engine's paths [default: on a GPU]")
 
@@ -374,7 +377,8 @@ def run_bench(args: argparse.Namespace) -> int:
     if arch.name == "5b" and device.type != "cuda":
         print("warning: the 5B architecture on the CPU takes minutes per step", file=sys.stderr)
     figures = run_benchmark(arch, device, args.steps, args.variants, time_steps, args.approx,
-                            args.peak_tflops, args.seed, args.compile, tuple(args.paths.split(",")))
+                            args.peak_tflops, args.seed, args.compile, tuple(args.paths.split(",")),
+                            args.compile_mode)
     print(format_report(figures))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

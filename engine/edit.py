@@ -71,7 +71,7 @@ class Editor:
     def invert(self, source: Source, params: EditParams, job_ids: tuple[str, ...]) -> Inversion:
         """The source's inversion: from the cache when it holds one for these settings, else computed
         (and then cached). Cached stages are reported as finished with ``cached=True``."""
-        tiling = configure_tiling(self.model, params)
+        tiling = configure_tiling(self.model, params, source.frames.shape[0])
         if self.cache is None:
             return self._compute_inversion(source, params, job_ids)
         key = inversion_key(source, params, self.model, tiling)

@@ -77,7 +77,8 @@ class EditParams:
 
     # Performance: where exact arithmetic can be traded for speed or memory.
     vae_tiling: Literal["auto", "on", "off"] = _param(
-        "auto", "Tiled VAE encode/decode (auto: on a GPU, where it saves memory).", group="performance")
+        "auto", "Tiled VAE encode/decode (auto: on a GPU when an untiled decode would not fit).",
+        group="performance")
     literal_guidance: bool = _param(
         False, "Compute classifier-free guidance even where it is a no-op, as the reference script does.",
         group="performance")

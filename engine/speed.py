@@ -51,8 +51,10 @@ def attention_kernels(choice: str) -> Iterator[None]:
         yield
 
 
-def apply_speed(model: LoadedModel, attention: str = "auto", compile_blocks: bool | None = None) -> None:
-    """Set ``model``'s attention kernel and (on a GPU by default) compile its transformer blocks."""
+def apply_speed(model: LoadedModel, attention: str = "auto", compile_blocks: bool | None = None,
+                compile_mode: str | None = None) -> None:
+    """Set ``model``'s attention kernel and (on a GPU by default) compile its transformer blocks
+    (``compile_mode``: torch.compile's mode, e.g. max-autotune-no-cudagraphs; None: its default)."""
     model.attention = resolve_attention(attention, model.device)
     if compile_blocks is None:
         compile_blocks = model.device.type == "cuda"
@@ -61,7 +63,7 @@ def apply_speed(model: LoadedModel, attention: str = "auto", compile_blocks: boo
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         model.plain_blocks = transformer.transformer_blocks
         model.compiled_blocks = torch.nn.ModuleList(
-            torch.compile(block, dynamic=False) for block in model.plain_blocks)
+            torch.compile(block, dynamic=False, mode=compile_mode) for block in model.plain_blocks)
     transformer.transformer_blocks = model.compiled_blocks if compile_blocks else (
         model.plain_blocks or transformer.transformer_blocks)
 

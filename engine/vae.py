@@ -8,10 +8,25 @@ from .model import LoadedModel
 from .params import EditParams
 
 
-def configure_tiling(model: LoadedModel, params: EditParams) -> bool:
-    """Switch VAE tiling per ``params.vae_tiling`` (auto: on a GPU, where it saves memory)."""
+GIB = 1024**3
+# An untiled decode of 49 frames at 480x720 peaked at 15.3 GiB on the H100 (shared/notes/performance.md;
+# tiled: 4.4 GiB, but 3.6 s instead of 2.3 s): its memory grows with the pixels decoded.
+UNTILED_BYTES_PER_PIXEL = 15.3 * GIB / (49 * 480 * 720)
+SPARE_BYTES = 2 * GIB
+
+
+def configure_tiling(model: LoadedModel, params: EditParams, num_frames: int) -> bool:
+    """Switch VAE tiling per ``params.vae_tiling``. ``auto``: off on the CPU; on a GPU, on only when the
+    free memory would not hold an untiled decode of ``num_frames`` frames (tiling is slower)."""
     vae = model.pipeline.vae
-    on = params.vae_tiling == "on" or (params.vae_tiling == "auto" and model.device.type == "cuda")
+    if params.vae_tiling != "auto":
+        on = params.vae_tiling == "on"
+    elif model.device.type != "cuda":
+        on = False
+    else:
+        free, _ = torch.cuda.mem_get_info(model.device)
+        free += torch.cuda.memory_reserved(model.device) - torch.cuda.memory_allocated(model.device)
+        on = free < UNTILED_BYTES_PER_PIXEL * num_frames * params.height * params.width + SPARE_BYTES
     if on:
         vae.enable_tiling()
     else:
