@@ -98,11 +98,11 @@ def delete_result(store: Store, job_id: str) -> JobRecord | None:
 
 
 __all__ = [
-    "CANCELLED", "DEFAULT_MODEL", "DONE", "FAILED", "INTERRUPTED", "PARAM_SPECS", "PRESETS", "QUEUED",
-    "REQUEUEABLE", "RESULT_VIDEOS", "RUNNING", "STAGES", "EditError", "EditParams", "EditWarning", "EngineConfig",
-    "EngineReady", "EngineStopped", "Event", "GpuMemory", "JobCancelled", "JobFailed", "JobFinished", "JobQueued",
-    "JobRecord", "JobSpec", "JobStarted", "ParamSpec", "ParamsError", "SourceSummary", "StageFinished",
-    "StageStarted", "StepProgress", "Store", "WorkerState", "build_params", "check_prompts", "check_data_dir_free", "delete_result",
-    "describe_source", "event_to_dict",
-    "field_problem", "open_worker", "parse_value", "result_frame_count", "result_frames",
+    "build_params", "CANCELLED", "check_data_dir_free", "check_prompts", "DEFAULT_MODEL", "delete_result",
+    "describe_source", "DONE", "EditError", "EditParams", "EditWarning", "EngineConfig", "EngineReady",
+    "EngineStopped", "Event", "event_to_dict", "FAILED", "field_problem", "GpuMemory", "INTERRUPTED",
+    "JobCancelled", "JobFailed", "JobFinished", "JobQueued", "JobRecord", "JobSpec", "JobStarted",
+    "open_worker", "PARAM_SPECS", "ParamsError", "ParamSpec", "parse_value", "PRESETS", "QUEUED",
+    "REQUEUEABLE", "result_frame_count", "result_frames", "RESULT_VIDEOS", "RUNNING", "SourceSummary",
+    "StageFinished", "STAGES", "StageStarted", "StepProgress", "Store", "WorkerState",
 ]
