@@ -8,8 +8,9 @@
   ``default`` leaves untouched: see BENCHMARKS.md).
 - Compile: each of the 42 identical blocks is compiled (regional compilation: one graph serves every
   block, so compiling takes seconds per batch shape rather than minutes); compiled once per worker and
-  reused by every job. :func:`plain_kernels` runs a block of code on the uncompiled blocks with
-  PyTorch's default attention, as the reference script does (the benchmark's baseline).
+  reused by every job. :func:`use_kernels` runs a block of code on a chosen attention kernel and the compiled
+  or the plain blocks (the benchmark's baseline is PyTorch's default attention, uncompiled, as the
+  reference script runs).
 """
 
 from __future__ import annotations
@@ -84,8 +85,3 @@ def use_kernels(model: LoadedModel, attention: str, compiled: bool) -> Iterator[
     finally:
         transformer.transformer_blocks = saved_blocks
         model.attention = saved_attention
-
-
-def plain_kernels(model: LoadedModel):
-    """Uncompiled blocks and PyTorch's default attention: the reference script's kernels."""
-    return use_kernels(model, "default", compiled=False)
