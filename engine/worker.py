@@ -27,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .cache import InversionCache
-from .errors import EditError
 from .events import Event, JobCancelled, JobQueued
 from .events_bus import EventBus
 from .frames import check_video_path, file_digest
@@ -36,8 +35,8 @@ from .model import LoadedModel, load_model, resolve_devices
 from .outputs import check_output_dir
 from .params import check_prompts
 from .paths import cache_dir, data_dir, default_output_dir
-from .speed import apply_speed
 from .runner import BUSY, FAILED, IDLE, LOADING, PAUSED, RETIRED, STOPPED, DeviceRunner, log_exception
+from .speed import apply_speed
 from .store import QUEUED, RUNNING, DataDirLock, JobRecord, Store
 
 Loader = Callable[[str], LoadedModel]
@@ -45,7 +44,7 @@ Loader = Callable[[str], LoadedModel]
 
 class Worker:
     def __init__(self, config: EngineConfig, store: Store, cache_folder: Path | None = None,
-                 loader: Loader | Callable[[], LoadedModel] | None = None, logs_dir: Path | None = None,
+                 loader: Loader | None = None, logs_dir: Path | None = None,
                  only: set[str] | None = None, lock: DataDirLock | None = None):
         self.config = config
         self.store = store
@@ -251,22 +250,17 @@ class Worker:
                     stale.unlink(missing_ok=True)
 
 
-def _device_loader(config: EngineConfig, loader: Callable | None) -> Loader:
-    """``loader(device)``; a loader taking no argument (tests' shared tiny model) is accepted too."""
-    if loader is None:
-        def load(device: str) -> LoadedModel:
-            model = load_model(config.model, device, config.dtype)
-            apply_speed(model, config.attention, config.compile)
-            return model
+def _device_loader(config: EngineConfig, loader: Loader | None) -> Loader:
+    """``loader(device)``: by default the configured model, loaded and sped up on that device."""
+    if loader is not None:
+        return loader
 
-        return load
-    try:
-        import inspect
+    def load(device: str) -> LoadedModel:
+        model = load_model(config.model, device, config.dtype)
+        apply_speed(model, config.attention, config.compile)
+        return model
 
-        takes_device = bool(inspect.signature(loader).parameters)
-    except (TypeError, ValueError):
-        takes_device = True
-    return loader if takes_device else (lambda device: loader())
+    return load
 
 
 def _batch_key(job: JobRecord) -> tuple:
@@ -274,5 +268,4 @@ def _batch_key(job: JobRecord) -> tuple:
     return (job.source_sha or job.source, job.source, dataclasses.replace(job.params, seed=0))
 
 
-__all__ = ["BUSY", "EditError", "EngineConfig", "IDLE", "JobSpec", "LOADING", "PAUSED", "RETIRED", "STOPPED",
-           "Worker"]
+__all__ = ["EngineConfig", "JobSpec", "Worker"]

@@ -21,7 +21,7 @@ import pytest
 from engine.events import EditWarning
 from engine.store import DONE, INTERRUPTED, QUEUED, Store
 from engine.worker import EngineConfig, JobSpec, Worker
-from test_worker import finished, open_worker
+from test_worker import run_jobs
 
 CHILD = textwrap.dedent("""
     import sys, time, threading
@@ -76,7 +76,7 @@ CHILD = textwrap.dedent("""
 
     SECOND = threading.Event()
     worker = Worker.open(EngineConfig(model=model_path, device="cpu", output_dir=root / "out"), root=root / "data",
-                         cache_root=root / "cache", loader=lambda: load_model(model_path, "cpu", "fp32"))
+                         cache_root=root / "cache", loader=lambda device: load_model(model_path, "cpu", "fp32"))
     first = worker.submit(JobSpec(clip, "a finished edit", params))
     worker.start()
     worker.wait_idle({first.id})
@@ -135,7 +135,7 @@ def test_sigkill_mid_job_leaves_history_intact_and_the_job_interrupted(tmp_path,
 
     # A restarted worker clears what the killed process left half-written, out of sight.
     worker = Worker.open(EngineConfig(model="tiny", device="cpu", output_dir=out), root=tmp_path / "data",
-                         cache_root=tmp_path / "cache", loader=lambda: tiny_model)
+                         cache_root=tmp_path / "cache", loader=lambda device: tiny_model)
     try:
         worker.start()
         assert not [p for p in out.iterdir() if p.name.startswith(".")]
@@ -147,8 +147,8 @@ def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def test_disk_full_while_writing_outputs_fails_the_job_and_the_worker_goes_on(tmp_path, tiny_model, clip_path,
-                                                                             tiny_params, monkeypatch):
+def _disk_full_on_mp4_write(monkeypatch, nth: int) -> None:
+    """The ``nth`` MP4 the engine starts writing hits a full disk (ENOSPC); the others are written."""
     import imageio_ffmpeg
 
     original = imageio_ffmpeg.write_frames
@@ -156,21 +156,19 @@ def test_disk_full_while_writing_outputs_fails_the_job_and_the_worker_goes_on(tm
 
     def write_frames(*args, **kwargs):
         calls["n"] += 1
-        return _enospc() if calls["n"] == 2 else original(*args, **kwargs)
+        return _enospc() if calls["n"] == nth else original(*args, **kwargs)
 
     monkeypatch.setattr(imageio_ffmpeg, "write_frames", write_frames)
-    worker, rec = open_worker(tmp_path, tiny_model)
-    try:
-        full = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
-        # Other parameters: a batch of its own, after the failed one.
-        after = worker.submit(JobSpec(str(clip_path), "a dog", tiny_params(num_inference_steps=5)))
-        worker.start()
-        rec.wait_for(finished([full.id, after.id]))
-        failed = worker.store.get(full.id)
-        assert "disk full" in failed.error and "free disk space" in failed.error
-        assert worker.store.get(after.id).status == DONE
-    finally:
-        worker.close()
+
+
+def test_disk_full_while_writing_outputs_fails_the_job_and_the_worker_goes_on(tmp_path, tiny_model, clip_path,
+                                                                             tiny_params, monkeypatch):
+    _disk_full_on_mp4_write(monkeypatch, nth=2)
+    specs = [JobSpec(str(clip_path), "a cat", tiny_params()),
+             JobSpec(str(clip_path), "a dog", tiny_params(num_inference_steps=5))]  # a batch of its own
+    _, (full, after) = run_jobs(tmp_path, tiny_model, specs)
+    assert "disk full" in full.error and "free disk space" in full.error
+    assert after.status == DONE
     out = tmp_path / "out"
     assert len([p for p in out.iterdir() if not p.name.startswith(".")]) == 1
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the staged folder was discarded
@@ -181,39 +179,19 @@ def test_disk_full_while_caching_keeps_the_job_and_leaves_no_corrupt_entry(tmp_p
     import engine.cache
 
     monkeypatch.setattr(engine.cache, "save_file", _enospc)
-    worker, rec = open_worker(tmp_path, tiny_model)
-    try:
-        job = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
-        worker.start()
-        rec.wait_for(finished([job.id]))
-        assert worker.store.get(job.id).status == DONE
-        assert any("could not be cached on disk" in w.message for w in rec.of(EditWarning))
-    finally:
-        worker.close()
+    rec, (job,) = run_jobs(tmp_path, tiny_model, [JobSpec(str(clip_path), "a cat", tiny_params())])
+    assert job.status == DONE
+    assert any("could not be cached on disk" in w.message for w in rec.of(EditWarning))
     assert not list((tmp_path / "cache" / "inversions").glob("*"))
 
 
 def test_a_failed_variant_does_not_take_back_a_finished_one(tmp_path, tiny_model, clip_path, tiny_params,
                                                            monkeypatch):
-    import imageio_ffmpeg
-
-    original = imageio_ffmpeg.write_frames
-    calls = {"n": 0}
-
-    def write_frames(*args, **kwargs):  # the second variant's first video hits a full disk
-        calls["n"] += 1
-        return _enospc() if calls["n"] == 4 else original(*args, **kwargs)
-
-    monkeypatch.setattr(imageio_ffmpeg, "write_frames", write_frames)
-    worker, rec = open_worker(tmp_path, tiny_model)
-    try:
-        a, b = (worker.submit(JobSpec(str(clip_path), p, tiny_params())) for p in ("a cat", "a dog"))
-        worker.start()
-        rec.wait_for(finished([a.id, b.id]))
-        assert worker.store.get(a.id).status == DONE
-        assert "disk full" in worker.store.get(b.id).error
-    finally:
-        worker.close()
+    _disk_full_on_mp4_write(monkeypatch, nth=4)  # the second variant's first video
+    specs = [JobSpec(str(clip_path), p, tiny_params()) for p in ("a cat", "a dog")]
+    _, (a, b) = run_jobs(tmp_path, tiny_model, specs)
+    assert a.status == DONE
+    assert "disk full" in b.error
 
 
 def test_a_corrupt_history_row_is_read_with_defaults_not_a_crash(tmp_path, clip_path, tiny_params):

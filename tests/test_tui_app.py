@@ -27,7 +27,7 @@ SIZE = (120, 40)
 def make_app(tmp_path, model, start_engine=True, jobs=(), **config) -> CogeditApp:
     def launcher() -> Launch:
         worker = open_worker(EngineConfig(model="tiny", device="cpu", output_dir=tmp_path / "out", **config),
-                             root=tmp_path / "data", cache_root=tmp_path / "cache", loader=lambda: model)
+                             root=tmp_path / "data", cache_root=tmp_path / "cache", loader=lambda device: model)
         return Launch(worker, list(jobs))
 
     app = CogeditApp(launcher, start_engine=start_engine, form_presets={"tiny": build_params(TINY)},

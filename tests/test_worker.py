@@ -37,7 +37,7 @@ class Recorder:
 
 def open_worker(tmp_path, model, **config):
     worker = Worker.open(EngineConfig(model="tiny", device="cpu", output_dir=tmp_path / "out", **config),
-                         root=tmp_path / "data", cache_root=tmp_path / "cache", loader=lambda: model)
+                         root=tmp_path / "data", cache_root=tmp_path / "cache", loader=lambda device: model)
     recorder = Recorder()
     worker.subscribe(recorder)
     return worker, recorder
@@ -103,24 +103,24 @@ def test_a_corrupt_cache_file_is_recomputed_not_trusted(tmp_path, tiny_model, cl
     assert entry.is_file() and entry.stat().st_size > 0  # rewritten whole
 
 
-def _slow_transformer(monkeypatch, model, seconds=0.05, fail_with=None):
+def _patch_transformer(monkeypatch, model, seconds=0.0, first_call_raises=None):
+    """Slow every transformer forward by ``seconds``; make the first raise ``first_call_raises``."""
     transformer = model.pipeline.transformer
     original = transformer.forward
     calls = {"n": 0}
 
     def forward(*args, **kwargs):
         calls["n"] += 1
-        if fail_with is not None and fail_with(calls["n"]):
-            raise fail_with.error
+        if first_call_raises is not None and calls["n"] == 1:
+            raise first_call_raises
         time.sleep(seconds)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(transformer, "forward", forward)
-    return calls
 
 
 def test_cancel_during_a_step_stops_within_a_step(tmp_path, tiny_model, clip_path, tiny_params, monkeypatch):
-    _slow_transformer(monkeypatch, tiny_model)
+    _patch_transformer(monkeypatch, tiny_model, seconds=0.05)
     worker, rec = open_worker(tmp_path, tiny_model)
     try:
         job = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params(num_inference_steps=20)))
@@ -138,47 +138,32 @@ def test_cancel_during_a_step_stops_within_a_step(tmp_path, tiny_model, clip_pat
         worker.close()
 
 
+def _a_failing_job_then_a_good_one(tmp_path, model, clip_path, tiny_params, monkeypatch, error):
+    """The first job's first forward raises ``error``; a second job (a batch of its own) follows."""
+    _patch_transformer(monkeypatch, model, first_call_raises=error)
+    specs = [JobSpec(str(clip_path), "a cat", tiny_params()),
+             JobSpec(str(clip_path), "a dog", tiny_params(num_inference_steps=5))]
+    rec, (bad, good) = run_jobs(tmp_path, model, specs)
+    assert good.status == DONE
+    return rec, bad
+
+
 def test_a_job_that_raises_is_failed_and_the_next_job_finishes(tmp_path, tiny_model, clip_path, tiny_params,
                                                               monkeypatch):
-    def first_call(n):
-        return n == 1
-
-    first_call.error = RuntimeError("boom in the transformer")
-    _slow_transformer(monkeypatch, tiny_model, seconds=0, fail_with=first_call)
-    worker, rec = open_worker(tmp_path, tiny_model)
-    try:
-        bad = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
-        good = worker.submit(JobSpec(str(clip_path), "a dog", tiny_params(seed=1, num_inference_steps=5)))
-        worker.start()
-        rec.wait_for(finished([bad.id, good.id]))
-        failed = worker.store.get(bad.id)
-        assert failed.status == FAILED and "boom in the transformer" in failed.error
-        assert "Traceback" in open(failed.log_path).read()
-        assert worker.store.get(good.id).status == DONE
-    finally:
-        worker.close()
+    _, bad = _a_failing_job_then_a_good_one(tmp_path, tiny_model, clip_path, tiny_params, monkeypatch,
+                                            RuntimeError("boom in the transformer"))
+    assert bad.status == FAILED and "boom in the transformer" in bad.error
+    assert "Traceback" in open(bad.log_path).read()
 
 
 def test_out_of_memory_fails_the_job_with_a_hint_and_the_next_runs(tmp_path, tiny_model, clip_path, tiny_params,
                                                                   monkeypatch):
-    def first_call(n):
-        return n == 1
-
-    first_call.error = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-    _slow_transformer(monkeypatch, tiny_model, seconds=0, fail_with=first_call)
-    worker, rec = open_worker(tmp_path, tiny_model)
-    try:
-        bad = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
-        good = worker.submit(JobSpec(str(clip_path), "a dog", tiny_params(num_inference_steps=5)))
-        worker.start()
-        rec.wait_for(finished([bad.id, good.id]))
-        reason = worker.store.get(bad.id).error
-        assert "out of GPU memory" in reason and "max_num_frames" in reason
-        (event,) = rec.of(JobFailed, job_id=bad.id)
-        assert event.fixable
-        assert worker.store.get(good.id).status == DONE
-    finally:
-        worker.close()
+    rec, bad = _a_failing_job_then_a_good_one(
+        tmp_path, tiny_model, clip_path, tiny_params, monkeypatch,
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"))
+    assert "out of GPU memory" in bad.error and "max_num_frames" in bad.error
+    (event,) = rec.of(JobFailed, job_id=bad.id)
+    assert event.fixable
 
 
 def test_a_second_instance_is_refused_with_the_owner(tmp_path, tiny_model):
