@@ -5,8 +5,9 @@ Both paths run through :func:`engine.run.run_edit` on the same model and the sam
 - *reference*: preset ``reference`` (guided empty-prompt inversion, literal guidance), one job per
   variant, each with its own inversion, as ``inference/ddim_inversion.py`` of zai-org/CogVideo runs them;
 - *engine*: the default parameters, one job for all variants (one inversion, variants batched);
-- *engine + shared_reference* (``--approx``): the opt-in approximation, with its error against the
-  exact engine path (same seeds).
+- the opt-in approximations: *engine + shared_reference* (``--approx``) and *engine with FP8
+  projections* (``--paths engine,engine_fp8``), each with its error against the exact engine path
+  (same seeds).
 
 Times come from the stage events, with the GPU synchronized at every stage boundary and step, so
 they are real. ``--time-steps N`` runs only the first N steps of every sampling stage (invert, round
@@ -170,9 +171,9 @@ class PathResult:
 
 def time_path(model: LoadedModel, name: str, description: str, clip: Path, jobs: list[list[Variant]],
               params: EditParams, output_dir: Path, time_steps: int | None,
-              kernels: tuple[str, bool] = ("default", False)) -> PathResult:
+              kernels: tuple[str, bool, bool] = ("default", False, False)) -> PathResult:
     """Run ``jobs`` (each a run_edit call with its variants) one after the other and time them, with
-    ``kernels`` = (attention choice, compiled blocks)."""
+    ``kernels`` = (attention choice, compiled blocks, FP8 blocks)."""
     clock = StageClock(model)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
@@ -229,19 +230,23 @@ def build_model(arch: BenchArch, device: torch.device) -> LoadedModel:
 
 
 PATHS = {
-    # name: (description, preset, overrides, one job per variant?, kernels: (attention, compiled))
+    # name: (description, preset, overrides, one job per variant?, kernels: (attention, compiled, fp8))
     "reference": ("preset reference, one job per variant, each with its own inversion; PyTorch's default "
                   "attention, no compile (the reference script's kernels)", "reference", {}, True,
-                  ("default", False)),
+                  ("default", False, False)),
     "engine_plain": ("engine arithmetic (one inversion, variants batched) on the reference's kernels",
-                     "default", {}, False, ("default", False)),
-    "engine_cudnn": ("engine arithmetic, cuDNN attention, no compile", "default", {}, False, ("cudnn", False)),
-    "engine": ("the engine's default path: one inversion, variants batched, cuDNN attention, compiled blocks",
-               "default", {}, False, ("auto", True)),
+                     "default", {}, False, ("default", False, False)),
+    "engine_cudnn": ("engine arithmetic, cuDNN attention, no compile", "default", {}, False,
+                     ("cudnn", False, False)),
+    "engine": ("the engine's default path: one inversion, variants batched, cuDNN attention, compiled blocks "
+               "with the fused GELU", "default", {}, False, ("auto", True, False)),
     "engine_shared_reference": ("engine path with shared_reference=True (approximate)", "default",
-                                {"shared_reference": True}, False, ("auto", True)),
+                                {"shared_reference": True}, False, ("auto", True, False)),
+    "engine_fp8": ("engine path with FP8 projections in the blocks (approximate; --fp8)", "default", {}, False,
+                   ("auto", True, True)),
 }
 DEFAULT_PATHS = ("reference", "engine")
+APPROXIMATE_PATHS = {"engine_shared_reference": "shared_reference", "engine_fp8": "fp8"}
 
 
 def run_benchmark(arch: BenchArch, device: torch.device, steps: int, num_variants: int, time_steps: int | None,
@@ -251,7 +256,7 @@ def run_benchmark(arch: BenchArch, device: torch.device, steps: int, num_variant
     quiet_libraries()
     model = build_model(arch, device)
     weights = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
-    apply_speed(model, "auto", compile_blocks, compile_mode)
+    apply_speed(model, "auto", compile_blocks, compile_mode, fp8="engine_fp8" in path_names)
     compiled = model.compiled_blocks is not None
     names = list(dict.fromkeys([*path_names, *(["engine_shared_reference"] if approx else [])]))
     variants = [Variant(f"v{i}", PROMPTS[i % len(PROMPTS)], seed) for i in range(num_variants)]
@@ -264,19 +269,19 @@ def run_benchmark(arch: BenchArch, device: torch.device, steps: int, num_variant
         warm_start = time.perf_counter()
         warmup = []
         for name in names:
-            description, preset, overrides, one_per_variant, (attention, want_compiled) = PATHS[name]
+            description, preset, overrides, one_per_variant, (attention, want_compiled, fp8) = PATHS[name]
             params = bench_params(arch, steps, preset, seed=seed, **overrides)
             jobs = [variants[:1]] if one_per_variant else [variants]
             warmup.append(time_path(model, f"warmup_{name}", "", clip, jobs, params, work, time_steps=1,
-                                    kernels=(attention, want_compiled and compiled)))
+                                    kernels=(attention, want_compiled and compiled, fp8)))
         warmup_seconds = time.perf_counter() - warm_start
         paths = []
         for name in names:
-            description, preset, overrides, one_per_variant, (attention, want_compiled) = PATHS[name]
+            description, preset, overrides, one_per_variant, (attention, want_compiled, fp8) = PATHS[name]
             params = bench_params(arch, steps, preset, seed=seed, **overrides)
             jobs = [[v] for v in variants] if one_per_variant else [variants]
             paths.append(time_path(model, name, description, clip, jobs, params, work, time_steps,
-                                   kernels=(attention, want_compiled and compiled)))
+                                   kernels=(attention, want_compiled and compiled, fp8)))
     by_name = {p.name: p for p in paths}
     config = model.pipeline.transformer.config
     figures: dict[str, Any] = {
@@ -299,9 +304,11 @@ def run_benchmark(arch: BenchArch, device: torch.device, steps: int, num_variant
             "reference_script_seconds": script_total,
             "ratio_engine_over_reference_script": engine_total / script_total,
             "engine_vs_reference": latent_difference(by_name["reference"].latents, by_name["engine"].latents)}
-    if "engine_shared_reference" in by_name:
-        figures["approximation"] = {"name": "shared_reference", **latent_difference(
-            by_name["engine"].latents, by_name["engine_shared_reference"].latents)}
+    engine_total = by_name["engine"].total_seconds(steps)
+    figures["approximations"] = {
+        label: {"path": name, "speedup_over_engine": engine_total / by_name[name].total_seconds(steps),
+                **latent_difference(by_name["engine"].latents, by_name[name].latents)}
+        for name, label in APPROXIMATE_PATHS.items() if name in by_name}
     return figures
 
 

@@ -50,9 +50,9 @@ def format_report(figures: dict[str, Any]) -> str:
                   f"  peak GPU memory {_gib(path['peak_memory_bytes'])}"]
     if "ratio_engine_over_reference" in figures:
         lines += _ratio_lines(figures)
-    if "approximation" in figures:
-        a = figures["approximation"]
-        lines.append(f"approximation shared_reference vs exact engine path: max |diff| {_num(a['max_abs_diff'])}, "
+    for label, a in figures.get("approximations", {}).items():
+        lines.append(f"approximation {label} ({a['path']}): {a['speedup_over_engine']:.2f}x the exact engine "
+                     f"path's speed; edited latents vs exact: max |diff| {_num(a['max_abs_diff'])}, "
                      f"mean {_num(a['mean_abs_diff'])} (latent RMS {_num(a['exact_rms'])})")
     if figures["extrapolated"]:
         lines.append(f"(latent differences are after the {figures['time_steps']} timed steps, not a full edit)")

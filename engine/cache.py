@@ -48,7 +48,7 @@ def inversion_key(source: Source, params: EditParams, model: LoadedModel, tiling
         "negative_prompt": params.negative_prompt if guided else None,
         "literal_guidance": params.literal_guidance if guided else None,
         "use_dynamic_cfg": params.use_dynamic_cfg if guided else None,
-    }
+    } | ({"linear_layers": "fp8"} if model.fp8 else {})  # absent when exact: older entries stay valid
 
 
 def key_digest(key: dict[str, Any]) -> str:

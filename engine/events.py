@@ -26,7 +26,7 @@ class EngineReady(Event):
     model: str
     resolved_path: str
     device: str
-    dtype: str
+    dtype: str  # e.g. bf16; "bf16+fp8" when the FP8 projections are on
     seconds: float
 
 

@@ -26,6 +26,7 @@ class EngineConfig:
     cache_max_bytes: int = DEFAULT_CACHE_BYTES
     attention: str = "auto"  # SDPA kernel: auto (cuDNN on a GPU), default, cudnn, flash, efficient, math
     compile: bool | None = None  # torch.compile the transformer blocks; None: on a GPU
+    fp8: bool = False  # approximate: FP8 projections in the transformer blocks (engine.fp8; torchao, SM 8.9+)
 
 
 @dataclass(frozen=True)

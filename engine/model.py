@@ -40,16 +40,20 @@ class LoadedModel:
     dtype: torch.dtype
     load_seconds: float
     attention: str = "default"  # SDPA backend choice (engine.speed); "default": PyTorch's own order
-    plain_blocks: torch.nn.ModuleList | None = None  # the transformer's blocks, once compiled copies exist
+    plain_blocks: torch.nn.ModuleList | None = None  # the transformer's own blocks (set by engine.speed)
     compiled_blocks: torch.nn.ModuleList | None = None
+    fp8_blocks: torch.nn.ModuleList | None = None  # quantized copies (engine.fp8), when asked for
+    fp8: bool = False  # the FP8 blocks are the ones running (approximate)
 
     @property
     def dtype_name(self) -> str:
         return next(name for name, d in DTYPES.items() if d == self.dtype)
 
     def describe(self) -> dict[str, object]:
-        return {"model": self.model, "resolved_path": self.resolved_path, "revision": self.revision,
-                "device": str(self.device), "dtype": self.dtype_name}
+        described: dict[str, object] = {"model": self.model, "resolved_path": self.resolved_path,
+                                        "revision": self.revision, "device": str(self.device),
+                                        "dtype": self.dtype_name}
+        return described | ({"linear_layers": "fp8 (approximate)"} if self.fp8 else {})
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def copy_file_atomic(source: Path, path: Path) -> None:
+    """Copy ``source`` to ``path`` so that ``path`` only ever appears complete."""
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        shutil.copyfile(source, tmp)
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
 
@@ -168,3 +175,33 @@ class StagedFolder:
 
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+class SharedVideos:
+    """The videos every variant of a batch shares (the original and the round trip): encoded once, in a
+    background thread while the GPU edits, into a hidden staging folder; each variant's folder gets a
+    copy. The staging folder is removed on leaving the ``with`` block (and, after a crash, at start-up
+    with the other ``.partial-*`` folders)."""
+
+    def __init__(self, output_dir: Path, videos: dict[str, np.ndarray], fps: float):
+        self._staging = StagedFolder(output_dir, "shared")  # never committed
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cogedit-export")
+        self._future = self._pool.submit(self._encode, videos, fps)
+
+    def _encode(self, videos: dict[str, np.ndarray], fps: float) -> dict[str, Path]:
+        paths = {}
+        for name, frames in videos.items():
+            paths[name] = self._staging.path / name
+            write_mp4(paths[name], frames, fps)
+        return paths
+
+    def files(self) -> dict[str, Path]:
+        """File name -> encoded file, once the encodes are done; raises what they raised."""
+        return self._future.result()
+
+    def __enter__(self) -> SharedVideos:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pool.shutdown(wait=True)
+        self._staging.discard()

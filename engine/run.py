@@ -26,7 +26,8 @@ from .edit import Editor, Emit
 from .errors import EditError
 from .events import JobFinished
 from .model import LoadedModel
-from .outputs import StagedFolder, atomic_path, frames_to_uint8, psnr, write_json_atomic, write_mp4
+from .outputs import (SharedVideos, StagedFolder, atomic_path, copy_file_atomic, frames_to_uint8, psnr,
+                      write_json_atomic, write_mp4)
 from .params import EditParams, params_to_dict
 
 OUTPUT_FILES = {"original": "original.mp4", "reconstruction": "reconstruction.mp4", "edited": "edited.mp4",
@@ -88,26 +89,28 @@ def run_edit(model: LoadedModel, source_path: str | os.PathLike, variants: list[
     job_ids = tuple(v.job_id for v in variants)
     source = editor.load_source(source_path, params, job_ids)
     inversion = editor.invert(source, params, job_ids)
-    edited_latents = editor.edit(inversion, variants, params)
-    edited_frames = editor.decode(edited_latents, job_ids)
+    original, round_trip = frames_to_uint8(source.frames), inversion.round_trip_video.numpy()
+    shared = {OUTPUT_FILES["original"]: original, OUTPUT_FILES["reconstruction"]: round_trip}
+    with SharedVideos(Path(output_dir), shared, source.plan.fps) as shared_videos:
+        edited_latents = editor.edit(inversion, variants, params)
+        edited_frames = editor.decode(edited_latents, job_ids)
 
-    results = []
-    with editor.stage("export", job_ids, len(variants)) as progress:
-        original = frames_to_uint8(source.frames)
-        round_trip = inversion.round_trip_video.numpy()
-        for i, (variant, latents, frames) in enumerate(zip(variants, edited_latents, edited_frames)):
-            metrics = inversion.metrics | {"psnr_edited_vs_original_db": psnr(frames, source.frames)}
-            record = job_record(variant, source, params, model, editor.timings, metrics, variants, started)
-            export_start = time.perf_counter()
-            folder = _export_variant(Path(output_dir), variant, record, original, round_trip,
-                                     frames_to_uint8(frames))
-            timings = editor.timings | {"export": time.perf_counter() - export_start}
-            results.append(EditResult(variant, folder, metrics, latents))
-            # Announced as soon as it is on disk: a later variant's failure cannot take it back.
-            editor.emit(JobFinished(variant.job_id, str(folder),
-                                    {k: str(folder / name) for k, name in OUTPUT_FILES.items()},
-                                    metrics, timings))
-            progress(i + 1, len(variants))
+        results = []
+        with editor.stage("export", job_ids, len(variants)) as progress:
+            shared_files = shared_videos.files()
+            for i, (variant, latents, frames) in enumerate(zip(variants, edited_latents, edited_frames)):
+                metrics = inversion.metrics | {"psnr_edited_vs_original_db": psnr(frames, source.frames)}
+                record = job_record(variant, source, params, model, editor.timings, metrics, variants, started)
+                export_start = time.perf_counter()
+                folder = _export_variant(Path(output_dir), variant, record, shared_files, original, round_trip,
+                                         frames_to_uint8(frames))
+                timings = editor.timings | {"export": time.perf_counter() - export_start}
+                results.append(EditResult(variant, folder, metrics, latents))
+                # Announced as soon as it is on disk: a later variant's failure cannot take it back.
+                editor.emit(JobFinished(variant.job_id, str(folder),
+                                        {k: str(folder / name) for k, name in OUTPUT_FILES.items()},
+                                        metrics, timings))
+                progress(i + 1, len(variants))
     if save_latents:
         write_latents(Path(save_latents), inversion, results)
     return results
@@ -128,14 +131,15 @@ def read_job_file(path: Path) -> dict:
     return job
 
 
-def _export_variant(output_dir: Path, variant: Variant, record: dict, original, round_trip, edited) -> Path:
-    """Write one variant's three videos and job.json into a staged folder, then move it into place."""
+def _export_variant(output_dir: Path, variant: Variant, record: dict, shared_files: dict[str, Path],
+                    original, round_trip, edited) -> Path:
+    """Fill one variant's staged folder (the shared videos copied, its edit encoded, contact sheet,
+    job.json), then move it into place."""
     staged = StagedFolder(output_dir, variant.prompt)
     try:
-        fps = record["frames"]["fps"]
-        write_mp4(staged.path / OUTPUT_FILES["original"], original, fps)
-        write_mp4(staged.path / OUTPUT_FILES["reconstruction"], round_trip, fps)
-        write_mp4(staged.path / OUTPUT_FILES["edited"], edited, fps)
+        for name, encoded in shared_files.items():
+            copy_file_atomic(encoded, staged.path / name)
+        write_mp4(staged.path / OUTPUT_FILES["edited"], edited, record["frames"]["fps"])
         write_contact_sheet(staged.path / OUTPUT_FILES["contact_sheet"],
                             {"original": original, "round trip": round_trip, "edited": edited})
         write_json_atomic(staged.path / OUTPUT_FILES["job"], record | {"output_dir": str(staged.final)})

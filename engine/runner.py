@@ -108,7 +108,8 @@ class DeviceRunner:
             return
         model = self.model
         self._publish(StageFinished("load", (), model.load_seconds, device=self.device))
-        self._publish(EngineReady(model.model, model.resolved_path, str(model.device), model.dtype_name,
+        precision = model.dtype_name + ("+fp8" if model.fp8 else "")  # the header and log say FP8 is on
+        self._publish(EngineReady(model.model, model.resolved_path, str(model.device), precision,
                                   model.load_seconds))
         self._publish_memory()
         self._set_state(IDLE)

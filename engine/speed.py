@@ -1,5 +1,6 @@
-"""Speed settings of a loaded model that leave its arithmetic alone: the attention kernel and
-``torch.compile`` of the transformer blocks.
+"""Speed settings of a loaded model that leave its arithmetic alone: the attention kernel,
+``torch.compile`` of the transformer blocks, and the feed-forward's GELU fused into its GEMM (and,
+opt-in and approximate, FP8 projections: engine.fp8).
 
 - Attention: the injection processor calls ``F.scaled_dot_product_attention`` itself (so diffusers'
   attention-backend switch does not reach it); :func:`attention_kernels` picks SDPA's backend around
@@ -11,16 +12,24 @@
   reused by every job. :func:`use_kernels` runs a block of code on a chosen attention kernel and the compiled
   or the plain blocks (the benchmark's baseline is PyTorch's default attention, uncompiled, as the
   reference script runs).
+- Fused GELU: the compiled blocks are copies of the model's blocks (sharing every weight) whose
+  feed-forward computes ``gelu_tanh(x W^T + b)`` as one cuBLASLt GEMM with the GELU in its epilogue
+  (:func:`linear_gelu_tanh`), instead of a GEMM and a separate pass over its 4x-wide output. The same
+  function, rounded once instead of twice; the plain blocks keep diffusers' own feed-forward.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
+from diffusers.models.activations import GELU
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .fp8 import check_fp8_available, fp8_blocks
 from .model import LoadedModel
 
 ATTENTION_CHOICES = ("auto", "default", "cudnn", "flash", "efficient", "math")
@@ -52,36 +61,101 @@ def attention_kernels(choice: str) -> Iterator[None]:
         yield
 
 
+@torch.library.custom_op("cogedit::linear_gelu_tanh", mutates_args=())
+def linear_gelu_tanh(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``gelu(x @ weight.T + bias, approximate="tanh")``; on CUDA one cuBLASLt GEMM with a GELU epilogue
+    (``torch._addmm_activation``, tanh-approximated there). An opaque op, so compilation keeps it whole."""
+    if not x.is_cuda:  # the CPU's _addmm_activation uses the exact erf GELU: not this function
+        return F.gelu(F.linear(x, weight, bias), approximate="tanh")
+    flat = x.reshape(-1, x.size(-1))  # [N, D_in]
+    return torch._addmm_activation(bias, flat, weight.t(), use_gelu=True).view(*x.shape[:-1], weight.size(0))
+
+
+@linear_gelu_tanh.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], weight.size(0))
+
+
+class FusedGELUProjection(torch.nn.Module):
+    """diffusers' ``GELU(approximate="tanh")`` (projection then activation) as one fused op; it holds
+    the original projection, so the weights are shared, not copied."""
+
+    def __init__(self, proj: torch.nn.Linear):
+        super().__init__()
+        self.proj = proj
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return linear_gelu_tanh(hidden_states, self.proj.weight, self.proj.bias)
+
+
+def with_fused_gelu(block: torch.nn.Module) -> torch.nn.Module:
+    """A shallow copy of a CogVideoX block whose feed-forward uses :class:`FusedGELUProjection` (the
+    block itself is untouched; both share every parameter). Other activations: the block as is."""
+    activation = block.ff.net[0]
+    if not (isinstance(activation, GELU) and activation.approximate == "tanh" and activation.proj.bias is not None):
+        return block
+    ff = copy.copy(block.ff)
+    ff._modules = dict(block.ff._modules)
+    ff.net = torch.nn.ModuleList([FusedGELUProjection(activation.proj), *list(block.ff.net)[1:]])
+    fused = copy.copy(block)
+    fused._modules = dict(block._modules)
+    fused.ff = ff
+    return fused
+
+
 def apply_speed(model: LoadedModel, attention: str = "auto", compile_blocks: bool | None = None,
-                compile_mode: str | None = None) -> None:
-    """Set ``model``'s attention kernel and (on a GPU by default) compile its transformer blocks
-    (``compile_mode``: torch.compile's mode, e.g. max-autotune-no-cudagraphs; None: its default)."""
+                compile_mode: str | None = None, fp8: bool = False, keep_exact: bool = True) -> None:
+    """Set ``model``'s attention kernel, (on a GPU by default) compile its transformer blocks
+    (``compile_mode``: torch.compile's mode, e.g. max-autotune-no-cudagraphs; None: its default), and
+    with ``fp8`` run them with FP8 projections (approximate: engine.fp8) — on quantized copies, or
+    without ``keep_exact`` on the blocks themselves (less memory; the model then runs only FP8)."""
     model.attention = resolve_attention(attention, model.device)
     if compile_blocks is None:
         compile_blocks = model.device.type == "cuda"
     transformer = model.pipeline.transformer
-    if compile_blocks and model.compiled_blocks is None:
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    if model.plain_blocks is None and model.fp8_blocks is None:
         model.plain_blocks = transformer.transformer_blocks
+    if compile_blocks or fp8:
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    if fp8 and model.fp8_blocks is None:
+        check_fp8_available(model.device)
+        quantized = fp8_blocks(model.plain_blocks, in_place=not keep_exact)
+        if not keep_exact:
+            model.plain_blocks = model.compiled_blocks = None  # their weights are FP8 now
+        model.fp8_blocks = torch.nn.ModuleList(
+            torch.compile(block, dynamic=False, mode=compile_mode) if compile_blocks else block
+            for block in quantized)
+    if compile_blocks and model.compiled_blocks is None and model.plain_blocks is not None:
         model.compiled_blocks = torch.nn.ModuleList(
-            torch.compile(block, dynamic=False, mode=compile_mode) for block in model.plain_blocks)
-    transformer.transformer_blocks = model.compiled_blocks if compile_blocks else (
-        model.plain_blocks or transformer.transformer_blocks)
+            torch.compile(with_fused_gelu(block), dynamic=False, mode=compile_mode) for block in model.plain_blocks)
+    model.fp8 = fp8
+    transformer.transformer_blocks = _blocks(model, compile_blocks, fp8)
+
+
+def _blocks(model: LoadedModel, compiled: bool, fp8: bool) -> torch.nn.ModuleList:
+    """The block list to run: FP8, compiled or plain (which apply_speed must have built)."""
+    if fp8:
+        if model.fp8_blocks is None:
+            raise ValueError("build the FP8 blocks first (apply_speed with fp8=True)")
+        return model.fp8_blocks
+    if model.plain_blocks is None and model.fp8_blocks is not None:
+        raise ValueError("this model's blocks were quantized in place: it runs only in FP8")
+    if compiled:
+        if model.compiled_blocks is None:
+            raise ValueError("compile the blocks first (apply_speed with compile_blocks=True)")
+        return model.compiled_blocks
+    return model.plain_blocks or model.pipeline.transformer.transformer_blocks
 
 
 @contextlib.contextmanager
-def use_kernels(model: LoadedModel, attention: str, compiled: bool) -> Iterator[None]:
-    """Run the code inside with the given attention choice, on the compiled or the plain blocks (the
-    benchmark times each lever this way; compiled blocks must exist when ``compiled`` is asked)."""
+def use_kernels(model: LoadedModel, attention: str, compiled: bool, fp8: bool = False) -> Iterator[None]:
+    """Run the code inside with the given attention choice, on the compiled, FP8 or plain blocks (the
+    benchmark times each lever this way; apply_speed must have built the blocks asked for)."""
     transformer = model.pipeline.transformer
-    saved_blocks, saved_attention = transformer.transformer_blocks, model.attention
-    if compiled and model.compiled_blocks is None:
-        raise ValueError("compile the blocks first (apply_speed with compile_blocks=True)")
-    transformer.transformer_blocks = (model.compiled_blocks if compiled
-                                      else model.plain_blocks or transformer.transformer_blocks)
-    model.attention = resolve_attention(attention, model.device)
+    saved = transformer.transformer_blocks, model.attention, model.fp8
+    transformer.transformer_blocks = _blocks(model, compiled, fp8)
+    model.attention, model.fp8 = resolve_attention(attention, model.device), fp8
     try:
         yield
     finally:
-        transformer.transformer_blocks = saved_blocks
-        model.attention = saved_attention
+        transformer.transformer_blocks, model.attention, model.fp8 = saved

@@ -257,7 +257,8 @@ def _device_loader(config: EngineConfig, loader: Loader | None) -> Loader:
 
     def load(device: str) -> LoadedModel:
         model = load_model(config.model, device, config.dtype)
-        apply_speed(model, config.attention, config.compile)
+        # An --fp8 worker runs every job in FP8: quantized in place, the bf16 weights are not kept.
+        apply_speed(model, config.attention, config.compile, fp8=config.fp8, keep_exact=not config.fp8)
         return model
 
     return load

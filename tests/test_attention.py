@@ -53,3 +53,31 @@ def test_injecting_a_row_into_itself_changes_nothing(tiny_model):
     other_plain = _forward(tiny_model, other, text)
     assert not torch.allclose(injected[1:2], other_plain, atol=1e-4)  # a different reference does matter
 
+
+
+def test_blocks_with_the_fused_gelu_compute_the_same_and_share_the_weights(tiny_model):
+    """The compiled path's feed-forward (projection + tanh GELU as one op) is diffusers' function on the
+    same parameters; the model's own blocks are left as they were."""
+    from diffusers.models.activations import GELU
+
+    from engine.speed import FusedGELUProjection, with_fused_gelu
+
+    transformer = tiny_model.pipeline.transformer
+    plain_blocks = transformer.transformer_blocks
+    fused = torch.nn.ModuleList(with_fused_gelu(b) for b in plain_blocks)
+    assert all(isinstance(b.ff.net[0], FusedGELUProjection) for b in fused)
+    assert all(isinstance(b.ff.net[0], GELU) for b in plain_blocks)  # originals untouched
+    assert {id(p) for p in fused.parameters()} == {id(p) for p in plain_blocks.parameters()}
+    latents, text = _inputs(tiny_model, 2)
+    plain = _forward(tiny_model, latents, text)
+    try:
+        transformer.transformer_blocks = fused
+        fast = _forward(tiny_model, latents, text, InjectionPlan(1, (0,)))
+        transformer.transformer_blocks = plain_blocks
+        plain_injected = _forward(tiny_model, latents, text, InjectionPlan(1, (0,)))
+        transformer.transformer_blocks = fused
+        fast_plain = _forward(tiny_model, latents, text)
+    finally:
+        transformer.transformer_blocks = plain_blocks
+    torch.testing.assert_close(fast_plain, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast, plain_injected, rtol=1e-5, atol=1e-5)

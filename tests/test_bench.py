@@ -46,8 +46,18 @@ def test_tiny_bench_times_both_paths_and_writes_every_figure(tmp_path, capsys):
     assert 0 < figures["reference_script_seconds"] < reference["total_seconds"]
     # Same arithmetic up to float rounding; the approximation differs measurably.
     assert figures["engine_vs_reference"]["max_abs_diff"] < 1e-3
-    approximation = figures["approximation"]
+    approximation = figures["approximations"]["shared_reference"]
     assert approximation["max_abs_diff"] >= approximation["mean_abs_diff"] > 1e-3
+    assert approximation["speedup_over_engine"] > 0
+    assert "approximation shared_reference" in report
+
+
+def test_fp8_on_the_cpu_is_refused_with_the_reason_and_the_fix(capsys):
+    from engine.errors import ModelError
+    from engine.fp8 import check_fp8_available
+
+    with pytest.raises(ModelError, match="FP8 needs an NVIDIA GPU.*run without --fp8"):
+        check_fp8_available(torch.device("cpu"))
 
 
 def test_forward_flops_of_the_5b_at_49x480x720():

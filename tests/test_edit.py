@@ -42,6 +42,17 @@ def test_full_edit_writes_three_playable_mp4s_and_job_json(tiny_model, clip_path
     assert not list(tmp_path.glob(".partial-*"))
 
 
+def test_variants_of_one_batch_share_the_source_videos_byte_for_byte(tiny_model, clip_path, tiny_params,
+                                                                       tmp_path):
+    """The original and the round trip are encoded once per batch and copied into every variant's folder."""
+    results, _ = _edit(tiny_model, clip_path, tiny_params(), ("a cat", "a dog"), tmp_path=tmp_path)
+    first, second = (r.output_dir for r in results)
+    for name in ("original.mp4", "reconstruction.mp4"):
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+    assert (first / "edited.mp4").read_bytes() != (second / "edited.mp4").read_bytes()
+    assert not list(tmp_path.glob(".partial-*"))  # the shared staging folder is gone
+
+
 def test_same_seed_same_latents_other_seed_other_latents(tiny_model, clip_path, tiny_params, tmp_path):
     params = tiny_params()
     (a,), _ = _edit(tiny_model, clip_path, params, tmp_path=tmp_path)

@@ -187,7 +187,7 @@ def test_disk_full_while_caching_keeps_the_job_and_leaves_no_corrupt_entry(tmp_p
 
 def test_a_failed_variant_does_not_take_back_a_finished_one(tmp_path, tiny_model, clip_path, tiny_params,
                                                            monkeypatch):
-    _disk_full_on_mp4_write(monkeypatch, nth=4)  # the second variant's first video
+    _disk_full_on_mp4_write(monkeypatch, nth=4)  # original, round trip (shared), then each edit: the second
     specs = [JobSpec(str(clip_path), p, tiny_params()) for p in ("a cat", "a dog")]
     _, (a, b) = run_jobs(tmp_path, tiny_model, specs)
     assert a.status == DONE

@@ -3,6 +3,9 @@ weights, end to end through the worker, within the memory a 48 GB card has."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -20,12 +23,15 @@ pytestmark = [pytest.mark.gpu,
 GIB = 1024**3
 
 
-def test_a_short_5b_edit_runs_through_the_worker_and_fits_48_gb(tmp_path):
+@pytest.mark.parametrize("fp8", [False, True], ids=["bf16", "fp8"])
+def test_a_short_5b_edit_runs_through_the_worker_and_fits_48_gb(tmp_path, fp8):
+    if fp8:
+        pytest.importorskip("torchao")
     arch = ARCHS["5b"]
 
     def loader(device):
         model = wrap_pipeline(arch.build(torch.device(device)), arch.description, "<in memory>")
-        apply_speed(model, "auto", compile_blocks=False)
+        apply_speed(model, "auto", compile_blocks=False, fp8=fp8, keep_exact=not fp8)  # as an --fp8 worker
         return model
 
     clip = write_sample_clip(tmp_path / "clip.mp4", num_frames=17, height=480, width=720, fps=8)
@@ -43,7 +49,55 @@ def test_a_short_5b_edit_runs_through_the_worker_and_fits_48_gb(tmp_path):
             assert record.status == DONE, record.error
             edited = probe_video(f"{record.output_dir}/edited.mp4")
             assert (edited.num_frames, edited.width, edited.height) == (17, 720, 480)
+            written = json.loads((Path(record.output_dir) / "job.json").read_text())
+            assert ("linear_layers" in written["model"]) == fp8  # an approximate result says so
         print(f"peak GPU memory {peak / GIB:.1f} GiB")
         assert peak < 40 * GIB
     finally:
         worker.close()
+
+
+def _one_5b_block() -> torch.nn.Module:
+    from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBlock
+
+    from engine.bench_models import TRANSFORMER_5B
+
+    c = TRANSFORMER_5B
+    g = torch.Generator("cuda").manual_seed(0)
+    with torch.device("cuda"):
+        block = CogVideoXBlock(c["num_attention_heads"] * c["attention_head_dim"], c["num_attention_heads"],
+                               c["attention_head_dim"], c["time_embed_dim"], activation_fn=c["activation_fn"],
+                               attention_bias=True).to(torch.bfloat16).eval()
+        for p in block.parameters():  # diffusers' init leaves some weights zero: draw them all
+            p.data = torch.randn(p.shape, generator=g, device="cuda", dtype=p.dtype) * 0.02
+    return block
+
+
+def test_the_fused_gelu_is_diffusers_feed_forward_up_to_bf16_rounding():
+    from engine.speed import with_fused_gelu
+
+    block = _one_5b_block()
+    x = torch.randn(2, 4096, 3072, device="cuda", dtype=torch.bfloat16,
+                    generator=torch.Generator("cuda").manual_seed(1))
+    with torch.no_grad():
+        plain, fused = block.ff(x).float(), with_fused_gelu(block).ff(x).float()
+    assert (fused - plain).abs().max() <= 2e-2 * plain.abs().max()  # one bf16 rounding apart, not another GELU
+    assert (fused - plain).abs().mean() <= 1e-2 * plain.abs().mean()
+
+
+def test_fp8_blocks_run_close_to_bf16_but_not_equal():
+    pytest.importorskip("torchao")
+    if torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("FP8 needs compute capability 8.9+")
+    from engine.fp8 import fp8_blocks
+
+    block = _one_5b_block()
+    (quantized,) = fp8_blocks(torch.nn.ModuleList([block]))
+    x = torch.randn(2, 4096, 3072, device="cuda", dtype=torch.bfloat16,
+                    generator=torch.Generator("cuda").manual_seed(1))
+    with torch.no_grad():
+        exact, fp8 = block.ff(x).float(), quantized.ff(x).float()
+    error = (fp8 - exact).norm() / exact.norm()
+    print(f"FP8 feed-forward relative error {error.item():.4f}")
+    assert 0 < error < 0.1
+    assert block.ff.net[2].weight.dtype == torch.bfloat16  # the original block is untouched

@@ -60,6 +60,9 @@ def add_engine_flags(parser: argparse.ArgumentParser, top_level: bool = False) -
                         help="[default: bf16 on a GPU, fp32 on the CPU]")
     parser.add_argument("--output-dir", type=Path, default=default,
                         help="where result folders go [default: the user data dir's outputs/]")
+    parser.add_argument("--fp8", action="store_true", default=False if top_level else argparse.SUPPRESS,
+                        help="approximate: FP8 matrix products in the transformer blocks (faster; changes the "
+                             "result beyond float rounding; needs torchao and an Ada or Hopper GPU)")
     parser.add_argument("--debug", action="store_true", default=False if top_level else argparse.SUPPRESS,
                         help="show tracebacks")
 
@@ -139,7 +142,7 @@ def run_app_command(args: argparse.Namespace, demo: bool = False) -> int:
     check_data_dir_free()  # a second instance is told at once, before the UI and torch load
     output_dir = args.output_dir.expanduser().resolve() if args.output_dir else None
     config = EngineConfig(model=args.model or EngineConfig.model, device=args.device, dtype=args.dtype,
-                          output_dir=output_dir)
+                          output_dir=output_dir, fp8=args.fp8)
     return run_app(config, demo=demo)
 
 
@@ -193,7 +196,7 @@ def _run(args: argparse.Namespace, video: str, prompts: list[str], params, save_
     # there are several). --save-latents writes one batch's latents, so it keeps them all in one.
     batch = {"max_batch_variants": len(prompts)} if save_latents else {}
     config = EngineConfig(model=args.model or EngineConfig.model, device=args.device, dtype=args.dtype,
-                          output_dir=args.output_dir, **batch)
+                          output_dir=args.output_dir, fp8=args.fp8, **batch)
     worker = Worker.open(config)
     subscriber = JsonLinesPrinter() if args.events == "jsonl" else ProgressBars()
     try:
