@@ -130,8 +130,9 @@ class Editor:
         """Reconstruct every variant with its prompt under key/value injection, in one batch.
 
         Rows of each step: edited [uncond_1..K, cond_1..K] then references. The unconditional
-        reference (trajectory latent + negative prompt) is the same for every variant, so it is
-        shared exactly; ``shared_reference`` (approximate) shares one reference across all rows.
+        reference (trajectory latent + negative prompt) is the same for every variant, and so is the
+        conditional one of variants with the same prompt: both are shared exactly.
+        ``shared_reference`` (approximate) shares one reference across all rows.
         Returns one latent [1, F', C, h, w] per variant.
         """
         job_ids = tuple(v.job_id for v in variants)
@@ -145,12 +146,19 @@ class Editor:
         if params.shared_reference:
             ref_embeds = self.encode_prompts([params.inversion_prompt], job_ids)  # [1, T, D]
             reference_of = (0,) * (2 * k if guided else k)
-        elif guided:
-            ref_embeds = torch.cat([negative[:1], positive])  # [1 + K, T, D]
-            reference_of = (0,) * k + tuple(range(1, k + 1))
         else:
-            ref_embeds = positive
-            reference_of = tuple(range(k))
+            # One conditional reference per distinct prompt: variants that differ only by seed read the
+            # same one (the same latent and text give the same reference, so sharing it is exact).
+            prompts = [v.prompt for v in variants]
+            distinct = list(dict.fromkeys(prompts))
+            firsts = torch.tensor([prompts.index(p) for p in distinct], device=positive.device)
+            conditional_of = tuple(distinct.index(p) for p in prompts)
+            if guided:
+                ref_embeds = torch.cat([negative[:1], positive.index_select(0, firsts)])  # [1 + P, T, D]
+                reference_of = (0,) * k + tuple(1 + r for r in conditional_of)
+            else:
+                ref_embeds = positive.index_select(0, firsts)  # [P, T, D]
+                reference_of = conditional_of
         trajectory = inversion.trajectory.to(self.model.device)  # the cache keeps it on the CPU
         injection = Injection(trajectory, ref_embeds, InjectionPlan(len(reference_of), reference_of),
                               num_steps=round(params.inject_fraction * steps))

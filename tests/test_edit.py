@@ -91,6 +91,27 @@ def test_variants_batched_together_equal_variants_run_alone(tiny_model, clip_pat
     assert not torch.allclose(batched[0], batched[1], atol=1e-4)
 
 
+def test_seeds_of_one_prompt_share_its_reference_exactly(tiny_model, clip_path, tiny_params):
+    """Two seeds of one prompt need one conditional reference, not two: 2 x 2 edited rows + the
+    unconditional and the one conditional reference = 6 rows per step; each equals its run alone."""
+    params = tiny_params()
+    editor = Editor(tiny_model)
+    source = editor.load_source(clip_path, params, ("a", "b"))
+    inversion = editor.invert(source, params, ("a", "b"))
+    rows = []
+    hook = tiny_model.pipeline.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: rows.append(kwargs["hidden_states"].size(0)), with_kwargs=True)
+    try:
+        together = editor.edit(inversion, [Variant("a", "a cat", 1), Variant("b", "a cat", 2)], params)
+    finally:
+        hook.remove()
+    assert set(rows) == {6}
+    for seed, latents in zip((1, 2), together):
+        (alone,) = editor.edit(inversion, [Variant("x", "a cat", seed)], params)
+        torch.testing.assert_close(latents, alone, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(together[0], together[1], atol=1e-4)
+
+
 def test_shared_reference_is_an_approximation(tiny_model, clip_path, tiny_params):
     exact, _ = _edited_latents(tiny_model, clip_path, tiny_params())
     shared, _ = _edited_latents(tiny_model, clip_path, tiny_params(shared_reference=True))
