@@ -29,7 +29,8 @@ from typing import Any
 import torch
 
 from .artifacts import Variant
-from .bench_models import ARCHS, BenchArch, clip_forward_flops, forward_flops, latent_video_tokens
+from .bench_models import (ARCHS, BenchArch, clip_forward_flops, forward_flops, latent_video_tokens,
+                           measure_matmul_tflops)
 from .bench_report import format_report
 from .events import STAGES, Event, StageFinished, StageStarted, StepProgress
 from .model import LoadedModel, quiet_libraries, resolve_device, wrap_pipeline
@@ -205,20 +206,6 @@ def latent_difference(exact: list[torch.Tensor], other: list[torch.Tensor]) -> d
 def bench_params(arch: BenchArch, steps: int, preset: str, **overrides: Any) -> EditParams:
     return build_params({"max_num_frames": arch.frames, "height": arch.height, "width": arch.width,
                          "num_inference_steps": steps, **overrides}, preset=preset)
-
-
-def measure_matmul_tflops(device: torch.device, size: int = 8192, repeats: int = 10) -> float:
-    """The GPU's bf16 matrix rate on random data, measured now: the peak that %-of-peak refers to."""
-    g = torch.Generator(device).manual_seed(0)
-    a, b = (torch.randn(size, size, device=device, dtype=torch.bfloat16, generator=g) for _ in range(2))
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    torch.cuda.synchronize(device)
-    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
 def build_model(arch: BenchArch, device: torch.device) -> LoadedModel:

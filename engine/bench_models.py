@@ -1,5 +1,6 @@
-"""What the benchmark runs on: the CogVideoX-5B architecture with random weights, or the tiny model,
-and the analytic FLOP count of a transformer forward.
+"""What the benchmark runs on: the CogVideoX-5B architecture with random weights, or the tiny model;
+the analytic FLOP count of a transformer forward, and the GPU's measured bf16 matrix rate that
+"% of peak" refers to.
 
 The 5B pipeline is built from its published configuration directly on the device in bf16 (seconds on
 a GPU, no hub, no download); its weights are random, so only the timings mean anything. The weights
@@ -9,6 +10,7 @@ are drawn under a fixed seed inside ``fork_rng``: the global RNG is left as it w
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -155,3 +157,17 @@ def clip_forward_flops(config: Any, frames: int, height: int, width: int, rows: 
     """FLOPs of one forward on a clip of ``frames`` x ``height`` x ``width`` with a full-length prompt."""
     return forward_flops(config, video_tokens(config, frames, height, width), config.max_text_seq_length,
                          rows, injected_rows)
+
+
+def measure_matmul_tflops(device: torch.device, size: int = 8192, repeats: int = 10) -> float:
+    """The GPU's bf16 matrix rate on random data, measured now: the peak that %-of-peak refers to."""
+    g = torch.Generator(device).manual_seed(0)
+    a, b = (torch.randn(size, size, device=device, dtype=torch.bfloat16, generator=g) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e12

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .attention import InjectionPlan
-from .bench import build_model, measure_matmul_tflops
-from .bench_models import ARCHS, forward_flops, latent_video_tokens
+from .bench import build_model
+from .bench_models import ARCHS, forward_flops, latent_video_tokens, measure_matmul_tflops
 from .model import LoadedModel, quiet_libraries, resolve_device
 from .sampling import rotary_embeddings
 from .speed import apply_speed, attention_kernels
