@@ -5,6 +5,8 @@ previews frames and deletes a result, queue actions work, bad input is refused i
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from tui.launch import Launch
 from tui.screens.history import HistoryScreen
 from tui.screens.new_edit import NewEditScreen
 from tui.widgets.frame_preview import FramePreview
+from tui.widgets.job_details import JobDetails
 from tui.widgets.queue_table import QueueTable
 
 # textual-image 0.12 calls Pillow's Image.getdata, deprecated in Pillow 13 (it still works).
@@ -67,6 +70,15 @@ async def fill_form(pilot, source: str, prompts: str) -> NewEditScreen:
     return screen
 
 
+def rendered_text(widget) -> str:
+    """The text a widget's details body shows (rendered by rich, as the terminal gets it)."""
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(widget.query_one(".details-body").content)
+    return console.export_text()
+
+
 def test_two_variants_from_the_form_finish_and_the_history_previews_them(tmp_path, tiny_model, clip_path):
     app = make_app(tmp_path, tiny_model)
 
@@ -92,8 +104,21 @@ def test_two_variants_from_the_form_finish_and_the_history_previews_them(tmp_pat
             inversions = [e.job_ids for e in events if isinstance(e, StageStarted) and e.stage == "invert"]
             assert len(inversions) == 1 and len(inversions[0]) == 2  # the variants shared one inversion
 
+            # An FP8 run (it needs a GPU; here its job.json is made to say so) is marked in the details.
+            cat = next(r for r in records if r.prompt == "a cat")
+            job_json = Path(cat.output_dir) / "job.json"
+            job = json.loads(job_json.read_text())
+            job_json.write_text(json.dumps(job | {"model": job["model"] | {"linear_layers": "fp8 (approximate)"}}))
+
             await pilot.press("h")
             await until(pilot, lambda: isinstance(app.screen, HistoryScreen))
+            details = app.screen.query_one(JobDetails)
+            shown = {app.screen.selected.prompt: rendered_text(details)}
+            await pilot.press("down")
+            await until(pilot, lambda: app.screen.selected.prompt not in shown)
+            shown[app.screen.selected.prompt] = rendered_text(details)
+            assert "fp8 (approximate)" in shown["a cat"] and "fp8" not in shown["a dog"]
+            await pilot.press("up")
             preview = app.screen.query_one(FramePreview)
             await until(pilot, lambda: preview.shown_index == 0)
             first = preview.images()

@@ -63,3 +63,20 @@ def test_the_parameter_summary_shows_changed_and_key_parameters():
     assert rows["resize"] == ("stretch", True)
     assert rows["height"] == ("480", False)  # a key parameter, at its default
     assert "negative_prompt" not in rows  # neither changed nor key
+
+
+def test_an_fp8_result_is_marked_and_an_exact_or_unreadable_one_is_not(tmp_path):
+    import json
+
+    from tui.formatting import result_approximations
+
+    fp8, exact, corrupt = (tmp_path / name for name in ("fp8", "exact", "corrupt"))
+    for folder in (fp8, exact, corrupt):
+        folder.mkdir()
+    (fp8 / "job.json").write_text(json.dumps({"model": {"dtype": "bf16", "linear_layers": "fp8 (approximate)"}}))
+    (exact / "job.json").write_text(json.dumps({"model": {"dtype": "bf16"}}))
+    (corrupt / "job.json").write_text("{not json")
+    assert result_approximations(str(fp8)) == "fp8 (approximate)"
+    assert result_approximations(str(exact)) is None
+    assert result_approximations(str(corrupt)) is None
+    assert result_approximations(str(tmp_path / "gone")) is None and result_approximations(None) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,16 @@ def shorten(text: str, width: int) -> str:
     """Cut ``text`` to ``width`` characters with an ellipsis."""
     text = " ".join(text.split())
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def result_approximations(output_dir: str | None) -> str | None:
+    """What a finished result ran approximately at the engine level (FP8 projections), as its job.json
+    records it; None for an exact result or an unreadable folder. Per-job approximations
+    (``shared_reference``) are parameters and show with them."""
+    if not output_dir:
+        return None
+    try:
+        model = json.loads((Path(output_dir) / "job.json").read_text()).get("model", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    return model.get("linear_layers") if isinstance(model, dict) else None

@@ -14,7 +14,7 @@ from textual.widgets import Static
 
 from engine.api import RESULT_VIDEOS, STAGES, JobRecord
 
-from ..formatting import format_duration, format_timestamp, param_rows, stage_label
+from ..formatting import format_duration, format_timestamp, param_rows, result_approximations, stage_label
 from ..progress import JobProgress
 from .queue_table import theme_style
 
@@ -47,6 +47,9 @@ class JobDetails(VerticalScroll):
         facts.add_row("status", f"{record.status} · id {record.id}")
         if record.finished and record.status != "queued":
             facts.add_row("finished", format_timestamp(record.finished))
+        approximate = result_approximations(record.output_dir)
+        if approximate:
+            facts.add_row("linear layers", Text(approximate, style=error))
         parts.append(facts)
         if record.error:
             parts.append(Text(record.error, style=error))
