@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 
 GIB = 1024**3
 # Activation memory of one batch row per video token, measured on the 5B architecture in bf16 with
-# compiled blocks (13 rows at 49x480x720 peaked 18.2 GiB above the weights, 7 rows 10.3 GiB: BENCHMARKS.md),
-# and what is kept free besides (the tiled VAE decode, the trajectory, the allocator's slack).
-ROW_BYTES_PER_TOKEN = 1.32 * GIB / 17776
+# compiled blocks (at 49x480x720, above the weights: 7 rows 10.3 GiB, 13 rows 18.2 GiB, 25 rows 33.6 GiB:
+# BENCHMARKS.md), and what is kept free besides (the VAE decode, the trajectory, the allocator's slack).
+ROW_BYTES_PER_TOKEN = 1.34 * GIB / 17776
 RESERVED_BYTES = 6 * GIB
 
 LOADING, IDLE, BUSY, PAUSED, STOPPED, FAILED, RETIRED = (
