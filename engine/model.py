@@ -42,7 +42,8 @@ class LoadedModel:
     attention: str = "default"  # SDPA backend choice (engine.speed); "default": PyTorch's own order
     plain_blocks: torch.nn.ModuleList | None = None  # the transformer's own blocks (set by engine.speed)
     compiled_blocks: torch.nn.ModuleList | None = None
-    fp8_blocks: torch.nn.ModuleList | None = None  # FP8 blocks (engine.fp8): copies, or for an --fp8 worker the blocks themselves
+    # FP8 blocks (engine.fp8): quantized copies, or for an --fp8 worker the blocks themselves
+    fp8_blocks: torch.nn.ModuleList | None = None
     fp8: bool = False  # the FP8 blocks are the ones running (approximate)
 
     @property
