@@ -71,6 +71,8 @@ def step_inputs(model: LoadedModel, frames: int, height: int, width: int, varian
 
 
 def profile_step(model: LoadedModel, inputs: dict, plan: InjectionPlan | None, repeats: int, top: int):
+    """Seconds per forward, kernel seconds by category, and the ``top`` kernels of one profiled forward
+    (on the CPU: the profiler's CPU operators instead of GPU kernels)."""
     transformer = model.pipeline.transformer
 
     def forward():

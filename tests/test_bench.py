@@ -60,6 +60,22 @@ def test_fp8_on_the_cpu_is_refused_with_the_reason_and_the_fix(capsys):
         check_fp8_available(torch.device("cpu"))
 
 
+def test_the_profile_splits_a_step_into_attention_matmuls_and_the_rest():
+    from engine.bench_models import ARCHS
+    from engine.bench_profile import category, profile_step, step_inputs
+    from engine.model import wrap_pipeline
+
+    arch = ARCHS["tiny"]
+    model = wrap_pipeline(arch.build("cpu"), arch.description, "<in memory>")
+    inputs, plan = step_inputs(model, arch.frames, arch.height, arch.width, variants=2)
+    assert inputs["hidden_states"].size(0) == 7 and plan.num_edited == 4  # 2K edited rows + K+1 references
+    seconds, by_category, ranked = profile_step(model, inputs, plan, repeats=1, top=5)
+    assert seconds > 0 and by_category["attention"] > 0 and len(ranked) == 5
+    assert category("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7") == "attention"
+    assert category("nvjet_sm90_tst_192x208_64x4_2x1_v_bz_coopB_gelubias_TNT") == "matmul"
+    assert category("triton_red_fused_add_mul_native_layer_norm_split_unsqueeze_1") == "other"
+
+
 def test_forward_flops_of_the_5b_at_49x480x720():
     config = FrozenDict(TRANSFORMER_5B)
     assert video_tokens(config, 49, 480, 720) == 13 * 30 * 45
