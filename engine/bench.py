@@ -193,6 +193,18 @@ def time_path(model: LoadedModel, name: str, description: str, clip: Path, jobs:
     return PathResult(name, description, len(jobs), sum(len(j) for j in jobs), wall, clock.stages, peak, latents)
 
 
+def first_call_seconds(warmup: PathResult, timed: PathResult) -> float:
+    """What the warm-up's first denoising steps cost beyond a steady step, summed over the sampling
+    stages: for compiled blocks, the compilation of each batch shape (done once per worker; the timed
+    run, which reuses it, shows none); otherwise the first calls' kernel selection and allocations."""
+    extra = 0.0
+    for name in SAMPLING_STAGES:
+        first, steady = warmup.stages.get(name), timed.stages.get(name)
+        if first and first.first_steps and steady and steady.seconds_per_step():
+            extra += sum(first.first_steps) - len(first.first_steps) * steady.seconds_per_step()
+    return extra
+
+
 def latent_difference(exact: list[torch.Tensor], other: list[torch.Tensor]) -> dict[str, float | None]:
     """Max and mean absolute difference of two paths' edited latents, with the exact latents' RMS for
     scale (None where a figure is not finite: random weights can overflow)."""
@@ -280,7 +292,9 @@ def run_benchmark(arch: BenchArch, device: torch.device, steps: int, num_variant
         "warmup_seconds": warmup_seconds, "compiled_blocks": compiled, "compile_mode": compile_mode,
         "peak_tflops": peak_tflops,
         "flop": {"forward_batch1": clip_forward_flops(config, arch.frames, arch.height, arch.width).as_dict()},
-        "paths": {p.name: p.figures(steps, peak_tflops) for p in paths},
+        "paths": {p.name: p.figures(steps, peak_tflops) | {
+            "compiled_blocks": PATHS[p.name][4][1] and compiled, "first_call_seconds": first_call_seconds(w, p)}
+            for w, p in zip(warmup, paths)},
     }
     if "reference" in by_name:
         reference_total = by_name["reference"].total_seconds(steps)

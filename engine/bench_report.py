@@ -45,6 +45,10 @@ def format_report(figures: dict[str, Any]) -> str:
                 row += (f"{s['steps']:>7}{s['seconds_per_step']:>9.3f}{s['rows']:>6}{s['injected_rows']:>5}"
                         f"{s['flop_per_step'] / 1e12:>12.3g}{s['tflops']:>10.3g}{s['percent_of_peak']:>9.3g}%")
             lines.append(row)
+        if "first_call_seconds" in path:
+            what = "compiling each batch shape" if path["compiled_blocks"] else "first calls"
+            lines.append(f"  warm-up: {path['first_call_seconds']:.1f} s more than steady steps ({what}; "
+                         f"once per worker, not in the totals)")
         lines += [f"  {'unstaged':<11}{path['unstaged_seconds']:>10.2f}   (prompt encoding between stages)",
                   f"  {'total':<11}{path['total_seconds']:>10.2f}   (measured {path['measured_seconds']:.2f} s)",
                   f"  peak GPU memory {_gib(path['peak_memory_bytes'])}"]

@@ -39,6 +39,9 @@ def test_tiny_bench_times_both_paths_and_writes_every_figure(tmp_path, capsys):
     assert (reference["stages"]["edit"]["rows"], reference["stages"]["edit"]["injected_rows"]) == (4, 2)
     assert (engine["stages"]["edit"]["rows"], engine["stages"]["edit"]["injected_rows"]) == (7, 4)
     assert figures["paths"]["engine_shared_reference"]["stages"]["edit"]["rows"] == 5
+    assert all(path["first_call_seconds"] is not None and not path["compiled_blocks"]  # the CPU compiles nothing
+               for path in figures["paths"].values())
+    assert "warm-up:" in report and "first calls" in report
     # The FLOPs counted from the batches the transformer ran agree with the count from the config.
     assert engine["stages"]["invert"]["flop_per_step"] == pytest.approx(figures["flop"]["forward_batch1"]["total"])
     assert figures["ratio_engine_over_reference"] == pytest.approx(
