@@ -13,7 +13,7 @@ so the same processor serves inversion, the round trip and the edit.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -39,10 +39,13 @@ class InjectionPlan:
 
 
 class InjectionState:
-    """The plan shared by every block's processor for the forward pass under way."""
+    """What every block's processor shares: the plan of the forward pass under way, and the attention
+    kernel (``attend(q, k, v)``: SDPA unless engine.speed installs another)."""
 
     def __init__(self) -> None:
         self.plan: InjectionPlan | None = None
+        self.attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = \
+            F.scaled_dot_product_attention
 
     @contextlib.contextmanager
     def active(self, plan: InjectionPlan | None) -> Iterator[None]:
@@ -81,27 +84,24 @@ class InjectionAttnProcessor:
             query[:, :, text_len:] = apply_rotary_emb(query[:, :, text_len:], image_rotary_emb)
             key[:, :, text_len:] = apply_rotary_emb(key[:, :, text_len:], image_rotary_emb)
 
-        plan = self.state.plan
-        if plan is None:
-            out = F.scaled_dot_product_attention(query, key, value)
-        else:
-            out = _injected_attention(query, key, value, plan)
+        plan, attend = self.state.plan, self.state.attend
+        out = attend(query, key, value) if plan is None else _injected_attention(query, key, value, plan, attend)
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)  # [B, T+V, D]
         out = attn.to_out[1](attn.to_out[0](out))
         encoder_out, video_out = out.split([text_len, out.size(1) - text_len], dim=1)
         return video_out, encoder_out
 
 
-def _injected_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                        plan: InjectionPlan) -> torch.Tensor:
+def _injected_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, plan: InjectionPlan,
+                        attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """Edited rows attend to [own tokens, reference tokens]; references attend to themselves."""
     e = plan.num_edited
     pick = torch.tensor(plan.reference_of, device=key.device)
     ref_key, ref_value = key[e:], value[e:]  # [R, H, S, d]
     edited_key = torch.cat([key[:e], ref_key.index_select(0, pick)], dim=2)  # [E, H, 2S, d]
     edited_value = torch.cat([value[:e], ref_value.index_select(0, pick)], dim=2)
-    edited = F.scaled_dot_product_attention(query[:e], edited_key, edited_value)  # [E, H, S, d]
-    reference = F.scaled_dot_product_attention(query[e:], ref_key, ref_value)  # [R, H, S, d]
+    edited = attend(query[:e], edited_key, edited_value)  # [E, H, S, d]
+    reference = attend(query[e:], ref_key, ref_value)  # [R, H, S, d]
     return torch.cat([edited, reference], dim=0)
 
 

@@ -237,8 +237,10 @@ PATHS = {
                      "default", {}, False, ("default", False, False)),
     "engine_cudnn": ("engine arithmetic, cuDNN attention, no compile", "default", {}, False,
                      ("cudnn", False, False)),
-    "engine": ("the engine's default path: one inversion, variants batched, cuDNN attention, compiled blocks "
-               "with the fused GELU", "default", {}, False, ("auto", True, False)),
+    "engine": ("the engine's default path: one inversion, variants batched, compiled blocks with the fused GELU, "
+               "the Triton attention (cuDNN's where Triton is missing)", "default", {}, False, ("auto", True, False)),
+    "engine_compiled_cudnn": ("the engine's path with cuDNN's attention instead of the Triton kernel", "default", {},
+                              False, ("cudnn", True, False)),
     "engine_shared_reference": ("engine path with shared_reference=True (approximate)", "default",
                                 {"shared_reference": True}, False, ("auto", True, False)),
     "engine_fp8": ("engine path with FP8 projections in the blocks (approximate; --fp8)", "default", {}, False,

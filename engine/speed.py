@@ -2,11 +2,12 @@
 ``torch.compile`` of the transformer blocks, and the feed-forward's GELU fused into its GEMM (and,
 opt-in and approximate, FP8 projections: engine.fp8).
 
-- Attention: the injection processor calls ``F.scaled_dot_product_attention`` itself (so diffusers'
-  attention-backend switch does not reach it); :func:`attention_kernels` picks SDPA's backend around
-  each transformer call. ``auto`` puts cuDNN's fused attention first on a GPU, then flash, then
-  memory-efficient (on the H200 with torch 2.11 this measured the same as PyTorch's own order, which
-  ``default`` leaves untouched: see BENCHMARKS.md).
+- Attention: the injection processor calls the attention kernel itself (so diffusers' attention-
+  backend switch does not reach it): the model's ``injection.attend``, SDPA unless ``triton`` puts
+  engine.triton_attention's kernel there; :func:`attention_kernels` picks SDPA's backend around each
+  transformer call. ``auto`` is the Triton kernel on a GPU where Triton is installed (it measured
+  faster than cuDNN's on the H100: BENCHMARKS.md), else cuDNN's fused attention first, then flash,
+  then memory-efficient; ``default`` leaves PyTorch's own order untouched.
 - Compile: each of the 42 identical blocks is compiled (regional compilation: one graph serves every
   block, so compiling takes seconds per batch shape rather than minutes); compiled once per worker and
   reused by every job. :func:`use_kernels` runs a block of code on a chosen attention kernel and the compiled
@@ -31,8 +32,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .fp8 import check_fp8_available, fp8_blocks
 from .model import LoadedModel
+from .triton_attention import flash_attention, triton_available
 
-ATTENTION_CHOICES = ("auto", "default", "cudnn", "flash", "efficient", "math")
+ATTENTION_CHOICES = ("auto", "default", "triton", "cudnn", "flash", "efficient", "math")
 _BACKENDS = {
     "cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
               SDPBackend.MATH],
@@ -43,21 +45,32 @@ _BACKENDS = {
 
 
 def resolve_attention(choice: str, device: torch.device) -> str:
-    """``auto``: cuDNN attention on a GPU, PyTorch's default elsewhere."""
+    """``auto``: the Triton kernel on a GPU with Triton, else cuDNN on a GPU, PyTorch's default elsewhere."""
     if choice not in ATTENTION_CHOICES:
         raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}")
     if choice == "auto":
-        return "cudnn" if device.type == "cuda" else "default"
+        if device.type != "cuda":
+            return "default"
+        return "triton" if triton_available(device) else "cudnn"
+    if choice == "triton" and not triton_available(device):
+        raise ValueError("the triton attention needs a CUDA GPU and triton (shipped with PyTorch's CUDA wheels)")
     return choice
+
+
+def _use_attention(model: LoadedModel, choice: str) -> None:
+    """Make ``choice`` (resolved) the attention of every block of ``model``."""
+    model.attention = choice
+    model.injection.attend = flash_attention if choice == "triton" else F.scaled_dot_product_attention
 
 
 @contextlib.contextmanager
 def attention_kernels(choice: str) -> Iterator[None]:
-    """SDPA's backends, in priority order, for the code inside (``default``: untouched)."""
+    """SDPA's backends, in priority order, for the code inside (``default``: untouched; ``triton``:
+    cuDNN first for any SDPA call the Triton kernel does not replace)."""
     if choice == "default":
         yield
         return
-    with sdpa_kernel(_BACKENDS[choice], set_priority=True):
+    with sdpa_kernel(_BACKENDS["cudnn" if choice == "triton" else choice], set_priority=True):
         yield
 
 
@@ -109,7 +122,7 @@ def apply_speed(model: LoadedModel, attention: str = "auto", compile_blocks: boo
     (``compile_mode``: torch.compile's mode, e.g. max-autotune-no-cudagraphs; None: its default), and
     with ``fp8`` run them with FP8 projections (approximate: engine.fp8) — on quantized copies, or
     without ``keep_exact`` on the blocks themselves (less memory; the model then runs only FP8)."""
-    model.attention = resolve_attention(attention, model.device)
+    _use_attention(model, resolve_attention(attention, model.device))
     if compile_blocks is None:
         compile_blocks = model.device.type == "cuda"
     transformer = model.pipeline.transformer
@@ -154,8 +167,10 @@ def use_kernels(model: LoadedModel, attention: str, compiled: bool, fp8: bool = 
     transformer = model.pipeline.transformer
     saved = transformer.transformer_blocks, model.attention, model.fp8
     transformer.transformer_blocks = _blocks(model, compiled, fp8)
-    model.attention, model.fp8 = resolve_attention(attention, model.device), fp8
+    _use_attention(model, resolve_attention(attention, model.device))
+    model.fp8 = fp8
     try:
         yield
     finally:
-        transformer.transformer_blocks, model.attention, model.fp8 = saved
+        transformer.transformer_blocks, model.fp8 = saved[0], saved[2]
+        _use_attention(model, saved[1])

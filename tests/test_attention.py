@@ -81,3 +81,31 @@ def test_blocks_with_the_fused_gelu_compute_the_same_and_share_the_weights(tiny_
         transformer.transformer_blocks = plain_blocks
     torch.testing.assert_close(fast_plain, plain, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fast, plain_injected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_chosen_attention_kernel_runs_in_every_block_and_triton_needs_a_gpu(tiny_model):
+    """engine.speed swaps the kernel through the shared state: every block's attention (both calls of
+    an injected one) goes through it. Where Triton cannot run, asking for it says so."""
+    import pytest
+
+    from engine.speed import resolve_attention
+
+    calls = []
+
+    def counting_sdpa(query, key, value):
+        calls.append(key.size(2))
+        return torch.nn.functional.scaled_dot_product_attention(query, key, value)
+
+    latents, text = _inputs(tiny_model, 3)
+    state = tiny_model.injection
+    try:
+        state.attend = counting_sdpa
+        _forward(tiny_model, latents, text, InjectionPlan(2, (0, 0)))
+    finally:
+        state.attend = torch.nn.functional.scaled_dot_product_attention
+    blocks = len(tiny_model.pipeline.transformer.transformer_blocks)
+    tokens = 226 + 3 * 4 * 6  # text + latent frames x (8/2) x (12/2) patches
+    assert sorted(calls) == [tokens] * blocks + [2 * tokens] * blocks  # references, then edited rows
+    assert resolve_attention("auto", torch.device("cpu")) == "default"
+    with pytest.raises(ValueError, match="triton attention needs a CUDA GPU"):
+        resolve_attention("triton", torch.device("cpu"))
