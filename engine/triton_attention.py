@@ -13,6 +13,8 @@ PyTorch's CUDA wheels; without it (or without a GPU) the engine uses SDPA.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 try:
@@ -95,9 +97,11 @@ def flash_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor)
     def grid(meta):
         return triton.cdiv(seq_q, meta["BLOCK_M"]), batch * heads
 
-    _forward[grid](query, key, value, out, head_dim**-0.5 * LOG2_E,
-                   *query.stride()[:3], *key.stride()[:3], *value.stride()[:3], *out.stride()[:3],
-                   heads, seq_q, key.size(2), HEAD_DIM=head_dim)
+    # Triton launches on the current device: make it the tensors' (each GPU's worker is its own thread).
+    with torch.cuda.device(query.device) if query.is_cuda else contextlib.nullcontext():  # CPU: the interpreter
+        _forward[grid](query, key, value, out, head_dim**-0.5 * LOG2_E,
+                       *query.stride()[:3], *key.stride()[:3], *value.stride()[:3], *out.stride()[:3],
+                       heads, seq_q, key.size(2), HEAD_DIM=head_dim)
     return out
 
 
