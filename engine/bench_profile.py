@@ -3,8 +3,9 @@
 Times and profiles one forward of the (compiled) transformer for the shapes the engine runs: a
 plain batch-1 row (inversion, round trip) and the injected edit of K variants (2K edited rows + K+1
 references). GPU kernel time is grouped into matrix multiplies, attention and the rest (norms, RoPE,
-modulation, copies), with the top kernels listed; then each attention kernel SDPA offers, and the
-GEMM shapes of a block, are timed alone on the same shapes: the floors a step could reach.
+modulation, copies), with the top kernels listed; then each attention kernel (SDPA's and the
+engine's Triton one) and the GEMM shapes of a block are timed alone on the same shapes: the floors a
+step could reach.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .bench_models import ARCHS, forward_flops, latent_video_tokens, measure_mat
 from .model import LoadedModel, quiet_libraries, resolve_device
 from .sampling import rotary_embeddings
 from .speed import apply_speed, attention_kernels
+from .triton_attention import flash_attention, triton_available
 
 CATEGORIES = (("attention", ("fmha", "flash", "attention", "sdpa", "cudnn_generated")),
               ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "matmul", "_mm_", "addmm")))
@@ -103,20 +105,23 @@ def profile_step(model: LoadedModel, inputs: dict, plan: InjectionPlan | None, r
 
 def attention_floor(device: torch.device, heads: int, head_dim: int, seq: int, rows: int, kv_factor: int,
                     repeats: int) -> dict[str, float]:
-    """Seconds of one SDPA call per backend, rows x heads x seq queries against kv_factor*seq keys."""
+    """Seconds of one attention call per kernel (SDPA's backends, the engine's Triton kernel), rows x
+    heads x seq queries against kv_factor*seq keys."""
     g = torch.Generator(device).manual_seed(1)
     q = torch.randn(rows, heads, seq, head_dim, generator=g, device=device, dtype=torch.bfloat16)
     kv = torch.randn(2, rows, heads, kv_factor * seq, head_dim, generator=g, device=device, dtype=torch.bfloat16)
-    q_t = torch.randn(rows, seq, heads, head_dim, generator=g, device=device, dtype=torch.bfloat16).transpose(1, 2)
+    kernels = {f"SDPA {name}": backend for name, backend in (
+        ("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION),
+        ("efficient", SDPBackend.EFFICIENT_ATTENTION))}
     out = {}
-    for label, backend, query in (("cudnn", SDPBackend.CUDNN_ATTENTION, q), ("flash", SDPBackend.FLASH_ATTENTION, q),
-                                  ("efficient", SDPBackend.EFFICIENT_ATTENTION, q),
-                                  ("cudnn, transposed q", SDPBackend.CUDNN_ATTENTION, q_t)):
+    for label, backend in kernels.items():
         try:
             with sdpa_kernel([backend]):
-                out[label] = timed(lambda: F.scaled_dot_product_attention(query, kv[0], kv[1]), device, repeats)
+                out[label] = timed(lambda: F.scaled_dot_product_attention(q, kv[0], kv[1]), device, repeats)
         except RuntimeError as error:
             print(f"  {label}: unavailable ({str(error).splitlines()[0][:80]})")
+    if triton_available(device):
+        out["triton (engine)"] = timed(lambda: flash_attention(q, kv[0], kv[1]), device, repeats)
     return out
 
 
