@@ -55,11 +55,11 @@ def fp8_blocks(blocks: torch.nn.ModuleList, in_place: bool = False) -> torch.nn.
 
     # set_inductor_config=False: leave torch.compile's global settings to the rest of the engine.
     config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
-    copies = []
+    quantized = blocks if in_place else torch.nn.ModuleList()
     for block in blocks:
-        processor = block.attn1.processor
-        quantized = block if in_place else copy.deepcopy(block)  # one block at a time: briefly ~0.3 GB
-        quantize_(quantized, config, filter_fn=_is_block_projection)
-        quantized.attn1.set_processor(processor)
-        copies.append(quantized)
-    return blocks if in_place else torch.nn.ModuleList(copies)
+        target = block if in_place else copy.deepcopy(block)  # one block at a time: briefly ~0.3 GB
+        quantize_(target, config, filter_fn=_is_block_projection)
+        target.attn1.set_processor(block.attn1.processor)  # a deep copy would carry its own state
+        if not in_place:
+            quantized.append(target)
+    return quantized
