@@ -114,8 +114,8 @@ def test_the_chosen_attention_kernel_runs_in_every_block_and_triton_needs_a_gpu(
 _TRITON_CHECK = """
 import torch, torch.nn.functional as F
 import engine.triton_attention as kernel
-from engine.triton_attention import flash_attention
-kernel._forward.configs = kernel._forward.configs[:1]  # the interpreter cannot time the autotuner's candidates
+for tuned in (kernel._forward_tma, kernel._forward_pointers):
+    tuned.configs = tuned.configs[:1]  # the interpreter cannot time the autotuner's candidates
 g = torch.Generator().manual_seed(0)
 worst = 0.0
 for rows, seq_q, seq_k, strided in ((1, 150, 150, False), (2, 100, 230, False), (1, 64, 128, False),
@@ -124,16 +124,18 @@ for rows, seq_q, seq_k, strided in ((1, 150, 150, False), (2, 100, 230, False), 
         q, k, v = (torch.randn(rows, n, 3, 64, generator=g).transpose(1, 2) for n in (seq_q, seq_k, seq_k))
     else:
         q, k, v = (torch.randn(rows, 3, n, 64, generator=g) for n in (seq_q, seq_k, seq_k))
-    out = flash_attention(q, k, v)
-    assert out.shape == q.shape and out.stride() == q.stride()
-    worst = max(worst, (out - F.scaled_dot_product_attention(q, k, v)).abs().max().item())
+    for tma in (True, False):
+        out = kernel.attention_forward(q, k, v, tma=tma)
+        assert out.shape == q.shape and out.transpose(1, 2).is_contiguous()  # [B, Sq, H, d] in memory
+        worst = max(worst, (out - F.scaled_dot_product_attention(q, k, v)).abs().max().item())
 print(worst)
 """
 
 
 def test_the_triton_attention_kernel_is_sdpa_in_tritons_interpreter():
-    """The GPU's default attention kernel, run on the CPU by Triton's interpreter: full and partial
-    key blocks, fewer queries than a block, and the strided layout the processor passes."""
+    """The GPU's default attention kernel, both its loaders (TMA tiles and pointers), run on the CPU by
+    Triton's interpreter: full and partial key blocks, fewer queries than a block, and the strided
+    layout the processor passes."""
     import os
     import subprocess
     import sys
