@@ -40,14 +40,23 @@ def device_counts(devices: list[str]) -> list[int]:
     return counts + [len(devices)]
 
 
+def _failure(event: JobFailed, lines: int = 12) -> str:
+    """A failed job's reason and the end of its log (the traceback), for the benchmark's report."""
+    tail = ""
+    if event.log_path and Path(event.log_path).is_file():
+        tail = "\n".join(Path(event.log_path).read_text(errors="replace").splitlines()[-lines:])
+    return f"{event.reason}\n{tail}".strip()
+
+
 class _Tracker:
-    """Counts ready devices and ended jobs, and notes which device ran each job."""
+    """Counts ready devices and ended jobs, and notes which device ran each job and why any failed."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.ready = 0
         self.ended: dict[str, str] = {}
         self.device_of: dict[str, str] = {}
+        self.failures: dict[str, str] = {}
 
     def __call__(self, event: Event) -> None:
         with self.cond:
@@ -57,6 +66,8 @@ class _Tracker:
                 self.device_of[event.job_id] = event.device
             elif isinstance(event, (JobFinished, JobFailed, JobCancelled)):
                 self.ended[event.job_id] = type(event).__name__
+                if isinstance(event, JobFailed):
+                    self.failures[event.job_id] = _failure(event)
             self.cond.notify_all()
 
     def wait(self, predicate, timeout: float) -> bool:
@@ -98,8 +109,10 @@ def run_queue(arch: BenchArch, devices: list[str], clips: list[Path], warm_clips
         worker.close()
     done = sum(1 for outcome in tracker.ended.values() if outcome == "JobFinished")
     per_device = {d: sum(1 for j in jobs if tracker.device_of.get(j.id) == d) for d in devices}
+    failures = {f"{tracker.device_of.get(job_id, '?')} {job_id}": text for job_id, text in tracker.failures.items()}
     return {"devices": devices, "jobs": len(jobs), "finished": done, "wall_seconds": wall,
-            "jobs_per_hour": done / wall * 3600 if wall > 0 else 0.0, "jobs_per_device": per_device}
+            "jobs_per_hour": done / wall * 3600 if wall > 0 else 0.0, "jobs_per_device": per_device,
+            "failures": failures}
 
 
 def run_device_scaling(args: argparse.Namespace, devices: list[str]) -> dict[str, Any]:
@@ -137,4 +150,7 @@ def format_scaling(figures: dict[str, Any]) -> str:
     for run in figures["runs"]:
         lines.append(f"  {len(run['devices']):<9}{run['wall_seconds']:>9.1f}{run['jobs_per_hour']:>11.1f}"
                      f"{run['speedup']:>10.2f}{run['scaling_efficiency']:>11.0%}  {run['jobs_per_device']}")
+    for run in figures["runs"]:
+        for job, text in run.get("failures", {}).items():  # a throughput with failed jobs is no throughput
+            lines.append(f"  FAILED on {len(run['devices'])} device(s), job {job}: {text}")
     return "\n".join(lines)
