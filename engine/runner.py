@@ -78,6 +78,16 @@ class DeviceRunner:
         rows = int((free - RESERVED_BYTES) / (ROW_BYTES_PER_TOKEN * tokens))
         return max(1, min(limit, (rows - 1) // 3))
 
+    def release(self) -> None:
+        """Drop the model and the in-memory inversions (after the thread has stopped) and hand the
+        freed GPU memory back to the driver."""
+        on_gpu = self.model is not None and self.model.device.type == "cuda"
+        self.model = None
+        self.cache.clear_memory()
+        if on_gpu:
+            gc.collect()  # the pipeline's modules refer to one another: free them now, not at some later collection
+            torch.cuda.empty_cache()
+
     def request_cancel(self, job_id: str) -> bool:
         if job_id in self.running:
             self.cancel_requested.add(job_id)

@@ -124,10 +124,13 @@ class Worker:
                     runner.thread.join(timeout)
 
     def close(self) -> None:
-        """Stop, deliver the last events, close the store and free the data dir."""
+        """Stop, deliver the last events, close the store, let go of every device's model (its GPU
+        memory is free for whatever runs next in this process) and free the data dir."""
         self.stop()
         self.bus.close()
         self.store.close()
+        for runner in self.runners:
+            runner.release()
         if self._lock is not None:
             self._lock.release()
 

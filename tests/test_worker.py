@@ -166,6 +166,30 @@ def test_out_of_memory_fails_the_job_with_a_hint_and_the_next_runs(tmp_path, tin
     assert event.fixable
 
 
+def test_closing_the_worker_lets_go_of_its_model(tmp_path, tiny_model_path, clip_path, tiny_params):
+    """A program that closes a worker gets the model's memory back (on a GPU: 20 GiB for the 5B)."""
+    import gc
+    import weakref
+
+    from engine.model import load_model
+
+    loaded = []
+    worker = Worker.open(EngineConfig(model="tiny", device="cpu", output_dir=tmp_path / "out"),
+                         root=tmp_path / "data", cache_root=tmp_path / "cache",
+                         loader=lambda device: loaded.append(load_model(str(tiny_model_path), device="cpu",
+                                                                        dtype="fp32")) or loaded[-1])
+    recorder = Recorder()
+    worker.subscribe(recorder)
+    job = worker.submit(JobSpec(str(clip_path), "a cat", tiny_params()))
+    worker.start()
+    recorder.wait_for(finished([job.id]))
+    model = weakref.ref(loaded.pop().pipeline.transformer)
+    assert model() is not None and worker.store.get(job.id).status == DONE
+    worker.close()
+    gc.collect()
+    assert model() is None
+
+
 def test_a_second_instance_is_refused_with_the_owner(tmp_path, tiny_model):
     worker, _ = open_worker(tmp_path, tiny_model)
     try:
