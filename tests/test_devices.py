@@ -93,3 +93,23 @@ def test_variants_of_one_source_are_spread_over_the_free_devices(two_devices, ma
     per_device = [started_on(rec, j.id) for j in jobs]
     assert sorted(per_device.count(d) for d in ("cpu:0", "cpu:1")) == [2, 2]
     assert all(worker.store.get(j.id).status == DONE for j in jobs)
+
+
+def test_the_device_benchmark_reports_a_failed_job_and_why(tmp_path, make_clip, tiny_params):
+    """`cogedit-tui bench --devices`: a job that fails is not counted as throughput, and the report
+    says which and why (the run of two GPUs that lost 2 of 4 jobs printed only a count)."""
+    from engine.bench_devices import format_scaling, run_queue
+    from engine.bench_models import ARCHS
+
+    good = make_clip(9, 64, 96)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is no video")
+    run = run_queue(ARCHS["tiny"], ["cpu:0", "cpu:1"], [good, broken], [good, good], ["a cat"], tiny_params(),
+                    tmp_path, compile_blocks=False, timeout=240)
+    assert (run["jobs"], run["finished"]) == (2, 1)
+    (failure,) = run["failures"].values()
+    assert failure.startswith("cannot read broken.mp4 as a video") and "Traceback" not in failure[:40]
+    run.update(speedup=1.0, scaling_efficiency=1.0)  # run_device_scaling's, against the one-device run
+    report = format_scaling({"arch": "tiny", "frames": 9, "steps": 6, "sources": 2, "variants": 1,
+                             "compiled_blocks": False, "device_name": "cpu", "runs": [run]})
+    assert "FAILED on 2 device(s)" in report and failure.splitlines()[0] in report
