@@ -39,7 +39,7 @@ from .params import EditParams, build_params
 from .run import run_edit
 from .sample_clip import write_sample_clip
 from .sampling import limit_steps
-from .speed import apply_speed, use_kernels
+from .speed import apply_speed, resolve_attention, use_kernels
 
 SAMPLING_STAGES = ("invert", "round_trip", "edit")
 DEFAULT_PEAK_TFLOPS = 989.0  # dense bf16 of an H100 SXM; the H200 has the same tensor cores
@@ -238,8 +238,11 @@ PATHS = {
     "engine_cudnn": ("engine arithmetic, cuDNN attention, no compile", "default", {}, False,
                      ("cudnn", False, False)),
     "engine": ("the engine's default path: one inversion, variants batched, compiled blocks with the fused GELU, "
-               "the Triton attention (cuDNN's where Triton is missing)", "default", {}, False, ("auto", True, False)),
-    "engine_compiled_cudnn": ("the engine's path with cuDNN's attention instead of the Triton kernel", "default", {},
+               "FlashAttention-3 where installed on Hopper, else the Triton attention (else cuDNN's)", "default", {},
+               False, ("auto", True, False)),
+    "engine_compiled_triton": ("the engine's path with the Triton attention kernel", "default", {}, False,
+                               ("triton", True, False)),
+    "engine_compiled_cudnn": ("the engine's path with cuDNN's attention", "default", {},
                               False, ("cudnn", True, False)),
     "engine_shared_reference": ("engine path with shared_reference=True (approximate)", "default",
                                 {"shared_reference": True}, False, ("auto", True, False)),
@@ -295,7 +298,8 @@ def run_benchmark(arch: BenchArch, device: torch.device, steps: int, num_variant
         "peak_tflops": peak_tflops,
         "flop": {"forward_batch1": clip_forward_flops(config, arch.frames, arch.height, arch.width).as_dict()},
         "paths": {p.name: p.figures(steps, peak_tflops) | {
-            "compiled_blocks": PATHS[p.name][4][1] and compiled, "first_call_seconds": first_call_seconds(w, p)}
+            "compiled_blocks": PATHS[p.name][4][1] and compiled, "first_call_seconds": first_call_seconds(w, p),
+            "attention": resolve_attention(PATHS[p.name][4][0], device)}
             for w, p in zip(warmup, paths)},
     }
     if "reference" in by_name:

@@ -25,7 +25,7 @@ from .jobs import EngineConfig, JobSpec
 from .model import wrap_pipeline
 from .params import build_params
 from .sample_clip import write_sample_clip
-from .speed import apply_speed
+from .speed import apply_speed, resolve_attention
 from .worker import Worker
 
 _BUILD_LOCK = threading.Lock()  # building sets torch's default device and dtype: one build at a time
@@ -139,13 +139,15 @@ def run_device_scaling(args: argparse.Namespace, devices: list[str]) -> dict[str
         run["scaling_efficiency"] = run["speedup"] / n
     return {"arch": arch.name, "frames": args.frames, "steps": args.steps, "sources": args.sources,
             "variants": args.variants, "compiled_blocks": compile_blocks, "runs": runs,
+            "attention": resolve_attention("auto", torch.device(devices[0])),
             "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
 
 
 def format_scaling(figures: dict[str, Any]) -> str:
     lines = [f"queue throughput: {figures['sources']} source(s) x {figures['variants']} variant(s) = "
              f"{figures['sources'] * figures['variants']} jobs; {figures['arch']} at {figures['frames']} frames, "
-             f"{figures['steps']} steps; compiled blocks: {figures['compiled_blocks']}; {figures['device_name']}",
+             f"{figures['steps']} steps; compiled blocks: {figures['compiled_blocks']}; attention: "
+             f"{figures.get('attention', 'not recorded')}; {figures['device_name']}",
              f"  {'devices':<9}{'wall s':>9}{'jobs/hour':>11}{'speed-up':>10}{'efficiency':>12}  jobs per device"]
     for run in figures["runs"]:
         lines.append(f"  {len(run['devices']):<9}{run['wall_seconds']:>9.1f}{run['jobs_per_hour']:>11.1f}"

@@ -23,6 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .attention import InjectionPlan
 from .bench import build_model
 from .bench_models import ARCHS, forward_flops, latent_video_tokens, measure_matmul_tflops
+from .flash_attention3 import fa3_attention, fa3_available
 from .model import LoadedModel, quiet_libraries, resolve_device
 from .sampling import rotary_embeddings
 from .speed import apply_speed, attention_kernels
@@ -105,7 +106,7 @@ def profile_step(model: LoadedModel, inputs: dict, plan: InjectionPlan | None, r
 
 def attention_floor(device: torch.device, heads: int, head_dim: int, seq: int, rows: int, kv_factor: int,
                     repeats: int) -> dict[str, float]:
-    """Seconds of one attention call per kernel (SDPA's backends, the engine's Triton kernel), rows x
+    """Seconds of one attention call per kernel (SDPA's backends, the Triton kernel, FA3), rows x
     heads x seq queries against kv_factor*seq keys."""
     g = torch.Generator(device).manual_seed(1)
     q = torch.randn(rows, heads, seq, head_dim, generator=g, device=device, dtype=torch.bfloat16)
@@ -122,6 +123,8 @@ def attention_floor(device: torch.device, heads: int, head_dim: int, seq: int, r
             print(f"  {label}: unavailable ({str(error).splitlines()[0][:80]})")
     if triton_available(device):
         out["triton (engine)"] = timed(lambda: flash_attention(q, kv[0], kv[1]), device, repeats)
+    if fa3_available(device):
+        out["FlashAttention-3"] = timed(lambda: fa3_attention(q, kv[0], kv[1]), device, repeats)
     return out
 
 

@@ -36,7 +36,8 @@ def format_report(figures: dict[str, Any]) -> str:
         lines.append(f"TIMED {figures['time_steps']} of {steps} steps of each sampling stage and EXTRAPOLATED "
                      f"to {steps} at the measured seconds per step (each step of a stage costs the same)")
     for name, path in figures["paths"].items():
-        lines += ["", f"{name}: {path['description']} ({path['jobs']} job(s), {path['variants']} variant(s))",
+        kernel = f"; attention: {path['attention']}" if "attention" in path else ""
+        lines += ["", f"{name}: {path['description']} ({path['jobs']} job(s), {path['variants']} variant(s){kernel})",
                   f"  {'stage':<11}{'seconds':>10}{'steps':>7}{'s/step':>9}{'rows':>6}{'inj':>5}"
                   f"{'TFLOP/step':>12}{'TFLOP/s':>10}{'%peak':>10}"]
         for stage, s in path["stages"].items():

@@ -24,7 +24,7 @@ class EngineConfig:
     output_dir: Path | None = None  # None: the data dir's outputs/
     max_batch_variants: int = 8  # most variants of a source edited in one batch (fewer when GPU memory is short)
     cache_max_bytes: int = DEFAULT_CACHE_BYTES
-    attention: str = "auto"  # auto (Triton's, else cuDNN's, on a GPU), default, triton, cudnn, flash, efficient, math
+    attention: str = "auto"  # engine.speed.ATTENTION_CHOICES; auto: on a GPU FlashAttention-3, else Triton's, else cuDNN's
     compile: bool | None = None  # torch.compile the transformer blocks; None: on a GPU
     fp8: bool = False  # approximate: FP8 projections in the transformer blocks (engine.fp8; torchao, SM 8.9+)
 

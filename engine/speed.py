@@ -3,11 +3,12 @@
 opt-in and approximate, FP8 projections: engine.fp8).
 
 - Attention: the injection processor calls the attention kernel itself (so diffusers' attention-
-  backend switch does not reach it): the model's ``injection.attend``, SDPA unless ``triton`` puts
-  engine.triton_attention's kernel there; :func:`attention_kernels` picks SDPA's backend around each
-  transformer call. ``auto`` is the Triton kernel on a GPU where Triton is installed (it measured
-  faster than cuDNN's on the H100: BENCHMARKS.md), else cuDNN's fused attention first, then flash,
-  then memory-efficient; ``default`` leaves PyTorch's own order untouched.
+  backend switch does not reach it): the model's ``injection.attend``, SDPA unless ``fa3`` or
+  ``triton`` puts FlashAttention-3 (engine.flash_attention3) or engine.triton_attention's kernel
+  there; :func:`attention_kernels` picks SDPA's backend around each transformer call. ``auto`` is
+  FlashAttention-3 on a Hopper GPU where it is installed, else the Triton kernel on a GPU with
+  Triton (each measured faster than the next on the H100: BENCHMARKS.md), else cuDNN's fused
+  attention first, then flash, then memory-efficient; ``default`` leaves PyTorch's order untouched.
 - Compile: each of the 42 identical blocks is compiled (regional compilation: one graph serves every
   block, so compiling takes seconds per batch shape rather than minutes); compiled once per worker and
   reused by every job. :func:`use_kernels` runs a block of code on a chosen attention kernel and the compiled
@@ -30,11 +31,13 @@ import torch.nn.functional as F
 from diffusers.models.activations import GELU
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .flash_attention3 import fa3_attention, fa3_available
 from .fp8 import check_fp8_available, fp8_blocks
 from .model import LoadedModel
 from .triton_attention import flash_attention, triton_available
 
-ATTENTION_CHOICES = ("auto", "default", "triton", "cudnn", "flash", "efficient", "math")
+ATTENTION_CHOICES = ("auto", "default", "fa3", "triton", "cudnn", "flash", "efficient", "math")
+_KERNELS = {"fa3": fa3_attention, "triton": flash_attention}  # the rest are SDPA's backends
 _BACKENDS = {
     "cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
               SDPBackend.MATH],
@@ -45,13 +48,17 @@ _BACKENDS = {
 
 
 def resolve_attention(choice: str, device: torch.device) -> str:
-    """``auto``: the Triton kernel on a GPU with Triton, else cuDNN on a GPU, PyTorch's default elsewhere."""
+    """``auto``: FlashAttention-3 on a Hopper GPU where installed, else the Triton kernel on a GPU with
+    Triton, else cuDNN on a GPU, PyTorch's default elsewhere."""
     if choice not in ATTENTION_CHOICES:
         raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}")
     if choice == "auto":
         if device.type != "cuda":
             return "default"
-        return "triton" if triton_available(device) else "cudnn"
+        return "fa3" if fa3_available(device) else "triton" if triton_available(device) else "cudnn"
+    if choice == "fa3" and not fa3_available(device):
+        raise ValueError("the fa3 attention needs a Hopper GPU (H100/H200) and flash_attn_3 installed: "
+                         "build it with scripts/build_flash_attention3.sh, or use attention=auto")
     if choice == "triton" and not triton_available(device):
         raise ValueError("the triton attention needs a CUDA GPU and triton (shipped with PyTorch's CUDA wheels)")
     return choice
@@ -60,17 +67,17 @@ def resolve_attention(choice: str, device: torch.device) -> str:
 def _use_attention(model: LoadedModel, choice: str) -> None:
     """Make ``choice`` (resolved) the attention of every block of ``model``."""
     model.attention = choice
-    model.injection.attend = flash_attention if choice == "triton" else F.scaled_dot_product_attention
+    model.injection.attend = _KERNELS.get(choice, F.scaled_dot_product_attention)
 
 
 @contextlib.contextmanager
 def attention_kernels(choice: str) -> Iterator[None]:
-    """SDPA's backends, in priority order, for the code inside (``default``: untouched; ``triton``:
-    cuDNN first for any SDPA call the Triton kernel does not replace)."""
+    """SDPA's backends, in priority order, for the code inside (``default``: untouched; ``fa3`` and
+    ``triton``: cuDNN first for any SDPA call their kernel does not replace)."""
     if choice == "default":
         yield
         return
-    with sdpa_kernel(_BACKENDS["cudnn" if choice == "triton" else choice], set_priority=True):
+    with sdpa_kernel(_BACKENDS["cudnn" if choice in _KERNELS else choice], set_priority=True):
         yield
 
 

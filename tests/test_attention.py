@@ -83,9 +83,10 @@ def test_blocks_with_the_fused_gelu_compute_the_same_and_share_the_weights(tiny_
     torch.testing.assert_close(fast, plain_injected, rtol=1e-5, atol=1e-5)
 
 
-def test_the_chosen_attention_kernel_runs_in_every_block_and_triton_needs_a_gpu(tiny_model):
+def test_the_chosen_attention_kernel_runs_in_every_block_and_triton_or_fa3_need_a_gpu(tiny_model):
     """engine.speed swaps the kernel through the shared state: every block's attention (both calls of
-    an injected one) goes through it. Where Triton cannot run, asking for it says so."""
+    an injected one) goes through it. Where Triton or FlashAttention-3 cannot run, asking for it says
+    so and how to get it."""
     import pytest
 
     from engine.speed import resolve_attention
@@ -109,6 +110,8 @@ def test_the_chosen_attention_kernel_runs_in_every_block_and_triton_needs_a_gpu(
     assert resolve_attention("auto", torch.device("cpu")) == "default"
     with pytest.raises(ValueError, match="triton attention needs a CUDA GPU"):
         resolve_attention("triton", torch.device("cpu"))
+    with pytest.raises(ValueError, match="fa3 attention needs a Hopper GPU.*build_flash_attention3.sh"):
+        resolve_attention("fa3", torch.device("cpu"))
 
 
 _TRITON_CHECK = """

@@ -32,6 +32,7 @@ def test_a_short_5b_edit_runs_through_the_worker_and_fits_48_gb(tmp_path, fp8):
     def loader(device):
         model = wrap_pipeline(arch.build(torch.device(device)), arch.description, "<in memory>")
         apply_speed(model, "auto", compile_blocks=False, fp8=fp8, keep_exact=not fp8)  # as an --fp8 worker
+        print(f"attention: {model.attention}")
         return model
 
     clip = write_sample_clip(tmp_path / "clip.mp4", num_frames=17, height=480, width=720, fps=8)
@@ -103,20 +104,32 @@ def test_fp8_blocks_run_close_to_bf16_but_not_equal():
     assert block.ff.net[2].weight.dtype == torch.bfloat16  # the original block is untouched
 
 
-@pytest.mark.parametrize("tma", [True, False], ids=["tma", "pointers"])
-@pytest.mark.parametrize("rows, key_factor, seq", [(1, 1, 4000), (3, 2, 2333)])
-def test_the_triton_attention_is_sdpa_up_to_float_rounding(rows, key_factor, seq, tma):
+def _attention_kernel(name: str):
+    """The kernel under test as f(q, k, v), or a skip where it cannot run here."""
+    from engine.flash_attention3 import fa3_attention, fa3_available
     from engine.triton_attention import attention_forward, triton_available
 
-    if not triton_available(torch.device("cuda")):
+    cuda = torch.device("cuda")
+    if name == "fa3":
+        if not fa3_available(cuda):
+            pytest.skip("needs flash_attn_3 (scripts/build_flash_attention3.sh) on a Hopper GPU")
+        return fa3_attention
+    if not triton_available(cuda):
         pytest.skip("needs triton")
+    if name == "triton-tma" and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("the TMA loader needs Hopper or later")
+    return lambda q, k, v: attention_forward(q, k, v, tma=name == "triton-tma")
+
+
+@pytest.mark.parametrize("kernel", ["triton-tma", "triton-pointers", "fa3"])
+@pytest.mark.parametrize("rows, key_factor, seq", [(1, 1, 4000), (3, 2, 2333)])
+def test_each_attention_kernel_is_sdpa_up_to_float_rounding(rows, key_factor, seq, kernel):
+    attend = _attention_kernel(kernel)
     g = torch.Generator("cuda").manual_seed(0)
     query = torch.randn(rows, seq, 48, 64, device="cuda", dtype=torch.bfloat16, generator=g).transpose(1, 2)
     key, value = (torch.randn(rows, 48, key_factor * seq, 64, device="cuda", dtype=torch.bfloat16, generator=g)
                   for _ in range(2))
     exact = torch.nn.functional.scaled_dot_product_attention(query.float(), key.float(), value.float())
-    if tma and torch.cuda.get_device_capability()[0] < 9:
-        pytest.skip("the TMA loader needs Hopper or later")
-    ours = attention_forward(query, key, value, tma=tma)
+    ours = attend(query, key, value)
     assert ours.shape == query.shape and ours.transpose(1, 2).is_contiguous()  # [B, Sq, H, d] in memory
     assert (ours.float() - exact).abs().max() < 1e-2  # bf16 output rounding, not another function
