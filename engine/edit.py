@@ -18,6 +18,7 @@ import torch
 from .artifacts import Inversion, Source, Variant
 from .attention import InjectionPlan
 from .cache import InversionCache, inversion_key
+from .compile_gate import MODEL_GATE
 from .errors import Cancelled
 from .events import EditWarning, Event, StageFinished, StageStarted, StepProgress
 from .frames import file_digest, plan_frames, probe_video, read_frames
@@ -192,8 +193,9 @@ class Editor:
                 kept = pipeline.tokenizer.decode(ids[: limit - 1], skip_special_tokens=True)
                 self.emit(EditWarning(job_ids, f"prompt is {len(ids)} tokens; the text encoder keeps the "
                                                f"first {limit}: {kept[-60:]!r} is where it stops"))
-        embeds, _ = pipeline.encode_prompt(prompts, do_classifier_free_guidance=False,
-                                           max_sequence_length=limit, device=self.model.device,
-                                           dtype=self.model.dtype)
+        with MODEL_GATE.shared():
+            embeds, _ = pipeline.encode_prompt(prompts, do_classifier_free_guidance=False,
+                                               max_sequence_length=limit, device=self.model.device,
+                                               dtype=self.model.dtype)
         return embeds
 

@@ -12,7 +12,7 @@ import json
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -45,6 +45,7 @@ class LoadedModel:
     # FP8 blocks (engine.fp8): quantized copies, or for an --fp8 worker the blocks themselves
     fp8_blocks: torch.nn.ModuleList | None = None
     fp8: bool = False  # the FP8 blocks are the ones running (approximate)
+    compiled_calls: set = field(default_factory=set)  # forwards the compiled blocks have run (compile_gate)
 
     @property
     def dtype_name(self) -> str:

@@ -19,6 +19,7 @@ import torch
 
 from .artifacts import Variant
 from .cache import InversionCache
+from .compile_gate import MODEL_GATE
 from .errors import Cancelled, EditError, OutOfMemoryError
 from .events import (EditWarning, EngineReady, EngineStopped, Event, GpuMemory, JobCancelled, JobFailed,
                      JobFinished, JobQueued, JobStarted, StageFinished, StageStarted, WorkerState)
@@ -108,7 +109,8 @@ class DeviceRunner:
         self._set_state(LOADING)
         self._publish(StageStarted("load", (), 0, device=self.device))
         try:
-            self.model = self.loader(self.device)
+            with MODEL_GATE.shared():  # loading touches modules: not while another device compiles
+                self.model = self.loader(self.device)
         except Exception as exc:  # EditError: a one-line reason; anything else: the type and first line
             self.load_error = exc
             reason = str(exc) if isinstance(exc, EditError) else _one_line(exc)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .attention import InjectionPlan
+from .compile_gate import MODEL_GATE, transformer_call
 from .errors import Cancelled
 from .model import LoadedModel
 from .speed import attention_kernels
@@ -108,7 +109,8 @@ def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guida
     transformer = model.pipeline.transformer
     scheduler.set_timesteps(num_steps, device=model.device)
     timesteps = scheduler.timesteps[: _step_limit.get()]  # all of them unless limit_steps is active
-    rotary = rotary_embeddings(model, latents) if transformer.config.use_rotary_positional_embeddings else None
+    with MODEL_GATE.shared():
+        rotary = rotary_embeddings(model, latents) if transformer.config.use_rotary_positional_embeddings else None
     latents = latents.to(model.device, torch.float32)
     edited_embeds = guidance.rows  # [E, T, D]
     repeats = edited_embeds.size(0) // latents.size(0)
@@ -125,7 +127,10 @@ def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guida
             plan = injection.plan
         rows = scheduler.scale_model_input(rows, t).to(model.dtype)
 
-        with attention_kernels(model.attention), model.injection.active(plan):
+        blocks = transformer.transformer_blocks
+        gate = transformer_call(blocks, blocks is model.compiled_blocks or blocks is model.fp8_blocks,
+                                model.compiled_calls, (rows.shape, embeds.shape, plan, model.attention))
+        with gate, attention_kernels(model.attention), model.injection.active(plan):
             prediction = transformer(hidden_states=rows, encoder_hidden_states=embeds,
                                      timestep=t.expand(rows.size(0)), image_rotary_emb=rotary,
                                      return_dict=False)[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .compile_gate import MODEL_GATE
 from .model import LoadedModel
 from .params import EditParams
 
@@ -43,7 +44,8 @@ def encode_frames(model: LoadedModel, frames: torch.Tensor) -> torch.Tensor:
     """
     vae = model.pipeline.vae
     video = frames.to(model.device, model.dtype).unsqueeze(0).permute(0, 2, 1, 3, 4)  # [1, C, F, H, W]
-    latents = vae.encode(video).latent_dist.mean  # [1, C', F', h, w]
+    with MODEL_GATE.shared():
+        latents = vae.encode(video).latent_dist.mean  # [1, C', F', h, w]
     latents = latents * vae.config.scaling_factor
     return latents.permute(0, 2, 1, 3, 4).float().contiguous()  # [1, F', C', h, w]
 
@@ -53,5 +55,6 @@ def decode_latents(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
     """Latents [1, F', C', h, w] -> frames [F, C, H, W] in [-1, 1] (float32, on the CPU)."""
     vae = model.pipeline.vae
     scaled = latents.to(model.device, model.dtype).permute(0, 2, 1, 3, 4) / vae.config.scaling_factor
-    video = vae.decode(scaled).sample  # [1, C, F, H, W]
+    with MODEL_GATE.shared():
+        video = vae.decode(scaled).sample  # [1, C, F, H, W]
     return video[0].permute(1, 0, 2, 3).float().clamp(-1, 1).cpu()  # [F, C, H, W]

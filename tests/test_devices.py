@@ -113,3 +113,38 @@ def test_the_device_benchmark_reports_a_failed_job_and_why(tmp_path, make_clip, 
     report = format_scaling({"arch": "tiny", "frames": 9, "steps": 6, "sources": 2, "variants": 1,
                              "compiled_blocks": False, "device_name": "cpu", "runs": [run]})
     assert "FAILED on 2 device(s)" in report and failure.splitlines()[0] in report
+
+
+def test_two_devices_compiling_at_once_finish_every_job(tmp_path, tiny_model_path, make_clip, tiny_params):
+    """Compiled blocks on two devices, one compiling a new batch shape while the other runs compiled
+    steps: every job finishes (engine.compile_gate neither deadlocks nor lets the two meet). On the
+    GPU image's torch 2.11 the meeting failed the other device's jobs ("Detected that you are using
+    FX to symbolically trace a dynamo-optimized function"); this CPU torch does not raise it."""
+    from engine.speed import apply_speed
+
+    def loader(device):
+        model = load_model(str(tiny_model_path), device, "fp32")
+        apply_speed(model, "default", compile_blocks=True)
+        return model
+
+    worker = Worker.open(EngineConfig(model=str(tiny_model_path), device="cpu:0,cpu:1", output_dir=tmp_path / "out",
+                                      max_batch_variants=2),
+                         root=tmp_path / "data", cache_root=tmp_path / "cache", loader=loader)
+    rec = Recorder()
+    worker.subscribe(rec)
+    try:
+        warm = worker.submit(JobSpec(str(make_clip(20)), "a cat", tiny_params(num_inference_steps=4)))
+        worker.start()  # compiles the one-variant shapes, which the whole process then shares
+        rec.wait_for(finished([warm.id]), timeout=300)
+        worker.pause()
+        long_job = worker.submit(JobSpec(str(make_clip(21)), "a dog", tiny_params(num_inference_steps=150)))
+        pair = [worker.submit(JobSpec(str(make_clip(22)), prompt, tiny_params(num_inference_steps=4)))
+                for prompt in ("a bird", "a fox")]
+        worker.resume()  # one device runs 450 compiled steps while the other compiles the pair's edit
+        jobs = [long_job, *pair]
+        rec.wait_for(finished([j.id for j in jobs]), timeout=600)
+        records = [worker.store.get(j.id) for j in jobs]
+        assert [r.status for r in records] == [DONE] * len(jobs), [r.error for r in records]
+        assert started_on(rec, long_job.id) != started_on(rec, pair[0].id) == started_on(rec, pair[1].id)
+    finally:
+        worker.close()
