@@ -10,6 +10,7 @@
 set -euo pipefail
 REV=0251105a2fb19d2957484b7f023cd8c115286ced  # the commit measured in BENCHMARKS.md (2026-08-15)
 PYTHON=${PYTHON:-python}
+case $PYTHON in */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;; esac  # we cd below
 src=${1:-}
 if [ -z "$src" ]; then
     src=$(mktemp -d)/flash-attention
@@ -23,6 +24,10 @@ if [ ! -f "$src/hopper/setup.py" ] || [ ! -d "$src/csrc/cutlass/include" ]; then
 fi
 if ! command -v nvcc >/dev/null && [ ! -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
     echo "error: nvcc not found: install the CUDA toolkit 12.3+ and put its bin/ on PATH (or set CUDA_HOME)" >&2
+    exit 2
+fi
+if ! "$PYTHON" -c 'import sys, torch; sys.exit(torch.version.cuda is None)' 2>/dev/null; then
+    echo "error: $PYTHON has no CUDA build of torch: install one first (COGEDIT_TORCH=cuda ./dev.sh run --help)" >&2
     exit 2
 fi
 export FLASH_ATTENTION_FORCE_BUILD=TRUE  # build here: no prebuilt wheel exists for this subset
