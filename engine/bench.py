@@ -299,7 +299,7 @@ def run_benchmark(arch: BenchArch, device: torch.device, steps: int, num_variant
         "flop": {"forward_batch1": clip_forward_flops(config, arch.frames, arch.height, arch.width).as_dict()},
         "paths": {p.name: p.figures(steps, peak_tflops) | {
             "compiled_blocks": PATHS[p.name][4][1] and compiled, "first_call_seconds": first_call_seconds(w, p),
-            "attention": resolve_attention(PATHS[p.name][4][0], device)}
+            "attention": resolve_attention(PATHS[p.name][4][0], device, model.dtype)}
             for w, p in zip(warmup, paths)},
     }
     if "reference" in by_name:

@@ -15,10 +15,17 @@ except (ImportError, OSError):  # not installed, or built for another torch/CUDA
     flash_attn_func = None
 
 
-def fa3_available(device: torch.device) -> bool:
-    """True on a Hopper GPU (compute capability 9.x) with ``flash_attn_3`` importable."""
-    return (flash_attn_func is not None and device.type == "cuda"
-            and torch.cuda.get_device_capability(device)[0] == 9)
+def fa3_available(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> bool:
+    """True on a Hopper GPU (compute capability 9.x) with ``flash_attn_3`` importable and built for
+    ``dtype`` (bf16 always; fp16 unless the build left it out, as the engine's script does)."""
+    if flash_attn_func is None or device.type != "cuda" or torch.cuda.get_device_capability(device)[0] != 9:
+        return False
+    try:  # the build's switches, which FlashAttention-3's setup.py writes beside its interface
+        from flash_attn_config import CONFIG
+        without_fp16 = CONFIG["build_flags"].get("FLASHATTENTION_DISABLE_FP16", False)
+    except (ImportError, KeyError):
+        without_fp16 = False
+    return dtype == torch.bfloat16 or (dtype == torch.float16 and not without_fp16)
 
 
 @torch.library.custom_op("cogedit::fa3_attention", mutates_args=(), device_types="cuda")

@@ -47,17 +47,17 @@ _BACKENDS = {
 }
 
 
-def resolve_attention(choice: str, device: torch.device) -> str:
-    """``auto``: FlashAttention-3 on a Hopper GPU where installed, else the Triton kernel on a GPU with
-    Triton, else cuDNN on a GPU, PyTorch's default elsewhere."""
+def resolve_attention(choice: str, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> str:
+    """``auto``: FlashAttention-3 on a Hopper GPU where installed (for ``dtype``), else the Triton kernel
+    on a GPU with Triton, else cuDNN on a GPU, PyTorch's default elsewhere."""
     if choice not in ATTENTION_CHOICES:
         raise ValueError(f"attention must be one of {', '.join(ATTENTION_CHOICES)}")
     if choice == "auto":
         if device.type != "cuda":
             return "default"
-        return "fa3" if fa3_available(device) else "triton" if triton_available(device) else "cudnn"
-    if choice == "fa3" and not fa3_available(device):
-        raise ValueError("the fa3 attention needs a Hopper GPU (H100/H200) and flash_attn_3 installed: "
+        return "fa3" if fa3_available(device, dtype) else "triton" if triton_available(device) else "cudnn"
+    if choice == "fa3" and not fa3_available(device, dtype):
+        raise ValueError("the fa3 attention needs a Hopper GPU (H100/H200) and flash_attn_3 installed (bf16): "
                          "build it with scripts/build_flash_attention3.sh, or use attention=auto")
     if choice == "triton" and not triton_available(device):
         raise ValueError("the triton attention needs a CUDA GPU and triton (shipped with PyTorch's CUDA wheels)")
@@ -129,7 +129,7 @@ def apply_speed(model: LoadedModel, attention: str = "auto", compile_blocks: boo
     (``compile_mode``: torch.compile's mode, e.g. max-autotune-no-cudagraphs; None: its default), and
     with ``fp8`` run them with FP8 projections (approximate: engine.fp8) — on quantized copies, or
     without ``keep_exact`` on the blocks themselves (less memory; the model then runs only FP8)."""
-    _use_attention(model, resolve_attention(attention, model.device))
+    _use_attention(model, resolve_attention(attention, model.device, model.dtype))
     if compile_blocks is None:
         compile_blocks = model.device.type == "cuda"
     transformer = model.pipeline.transformer
@@ -174,7 +174,7 @@ def use_kernels(model: LoadedModel, attention: str, compiled: bool, fp8: bool = 
     transformer = model.pipeline.transformer
     saved = transformer.transformer_blocks, model.attention, model.fp8
     transformer.transformer_blocks = _blocks(model, compiled, fp8)
-    _use_attention(model, resolve_attention(attention, model.device))
+    _use_attention(model, resolve_attention(attention, model.device, model.dtype))
     model.fp8 = fp8
     try:
         yield
