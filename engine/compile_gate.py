@@ -4,7 +4,7 @@
 it traces it patches ``torch.nn.Module.__call__`` and ``__getattr__`` for the whole process (FX's
 tracer). Another thread that runs model code meanwhile has its compiled blocks refuse ("Detected
 that you are using FX to symbolically trace a dynamo-optimized function") and its plain modules
-routed through the other thread's tracer: jobs on a second GPU failed this way. So every unit of
+routed through the other thread's tracer: on two GPUs, one GPU's jobs failed this way. So every unit of
 model work (a transformer forward, a VAE pass, a prompt encoding, a model load) holds
 :data:`MODEL_GATE` shared, and a transformer forward that may compile holds it alone
 (:func:`transformer_call`). With one device the gate is never contended.
