@@ -1,8 +1,9 @@
 """FlashAttention-3 where it is installed: the same exact attention as engine.triton_attention, through
 the ``flash_attn_3`` package's forward kernel (Dao-AILab/flash-attention's ``hopper/``, Hopper GPUs
-only). Alone, one layer at CogVideoX-5B's shapes took 16-18% less time than the Triton kernel on an H100
-(BENCHMARKS.md). No wheel of it is published for current torch: ``scripts//build_flash_attention3.sh`` builds the one
-configuration the engine runs (head size 64, bf16, forward) in about a minute.
+only). Alone, one layer at CogVideoX-5B's shapes took 16-18% less time than the Triton kernel on an
+H100 (BENCHMARKS.md). No wheel of it is published for current torch:
+``scripts/build_flash_attention3.sh`` builds the one configuration the engine runs (head size 64,
+bf16, forward) in about a minute.
 """
 
 from __future__ import annotations
