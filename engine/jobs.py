@@ -11,6 +11,9 @@ from pathlib import Path
 from .params import EditParams
 
 DEFAULT_MODEL = "THUDM/CogVideoX-5b"
+# The attention kernels (engine.speed): auto; PyTorch's default order; FlashAttention-3; the engine's
+# Triton kernel; or one of SDPA's backends first.
+ATTENTION_CHOICES = ("auto", "default", "fa3", "triton", "cudnn", "flash", "efficient", "math")
 DEFAULT_CACHE_BYTES = 20 * 1024**3
 
 
@@ -24,7 +27,7 @@ class EngineConfig:
     output_dir: Path | None = None  # None: the data dir's outputs/
     max_batch_variants: int = 8  # most variants of a source edited in one batch (fewer when GPU memory is short)
     cache_max_bytes: int = DEFAULT_CACHE_BYTES
-    attention: str = "auto"  # engine.speed.ATTENTION_CHOICES; auto: on a GPU FlashAttention-3, else Triton's, else cuDNN's
+    attention: str = "auto"  # ATTENTION_CHOICES; auto: on a GPU FlashAttention-3, else Triton's, else cuDNN's
     compile: bool | None = None  # torch.compile the transformer blocks; None: on a GPU
     fp8: bool = False  # approximate: FP8 projections in the transformer blocks (engine.fp8; torchao, SM 8.9+)
 

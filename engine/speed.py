@@ -31,12 +31,13 @@ import torch.nn.functional as F
 from diffusers.models.activations import GELU
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .errors import ModelError
 from .flash_attention3 import fa3_attention, fa3_available
 from .fp8 import check_fp8_available, fp8_blocks
+from .jobs import ATTENTION_CHOICES
 from .model import LoadedModel
 from .triton_attention import flash_attention, triton_available
 
-ATTENTION_CHOICES = ("auto", "default", "fa3", "triton", "cudnn", "flash", "efficient", "math")
 _KERNELS = {"fa3": fa3_attention, "triton": flash_attention}  # the rest are SDPA's backends
 _BACKENDS = {
     "cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
@@ -57,10 +58,12 @@ def resolve_attention(choice: str, device: torch.device, dtype: torch.dtype = to
             return "default"
         return "fa3" if fa3_available(device, dtype) else "triton" if triton_available(device) else "cudnn"
     if choice == "fa3" and not fa3_available(device, dtype):
-        raise ValueError("the fa3 attention needs a Hopper GPU (H100/H200) and flash_attn_3 installed (bf16): "
-                         "build it with scripts/build_flash_attention3.sh, or use attention=auto")
+        raise ModelError(f"the fa3 attention needs a Hopper GPU (H100/H200), bf16 and flash_attn_3 installed; "
+                         f"the model is on {device}", "build it with scripts/build_flash_attention3.sh, or run "
+                         "with --attention auto")
     if choice == "triton" and not triton_available(device):
-        raise ValueError("the triton attention needs a CUDA GPU and triton (shipped with PyTorch's CUDA wheels)")
+        raise ModelError(f"the triton attention needs a CUDA GPU and triton; the model is on {device}",
+                         "run on a GPU with PyTorch's CUDA wheels (they ship triton), or with --attention auto")
     return choice
 
 

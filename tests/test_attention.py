@@ -89,6 +89,7 @@ def test_the_chosen_attention_kernel_runs_in_every_block_and_triton_or_fa3_need_
     so and how to get it."""
     import pytest
 
+    from engine.errors import ModelError
     from engine.speed import resolve_attention
 
     calls = []
@@ -108,9 +109,9 @@ def test_the_chosen_attention_kernel_runs_in_every_block_and_triton_or_fa3_need_
     tokens = 226 + 3 * 4 * 6  # text + latent frames x (8/2) x (12/2) patches
     assert sorted(calls) == [tokens] * blocks + [2 * tokens] * blocks  # references, then edited rows
     assert resolve_attention("auto", torch.device("cpu")) == "default"
-    with pytest.raises(ValueError, match="triton attention needs a CUDA GPU"):
+    with pytest.raises(ModelError, match="triton attention needs a CUDA GPU"):
         resolve_attention("triton", torch.device("cpu"))
-    with pytest.raises(ValueError, match="fa3 attention needs a Hopper GPU.*build_flash_attention3.sh"):
+    with pytest.raises(ModelError, match="fa3 attention needs a Hopper GPU.*build_flash_attention3.sh"):
         resolve_attention("fa3", torch.device("cpu"))
 
 

@@ -68,6 +68,15 @@ def test_fp8_where_it_cannot_run_is_refused_in_one_line(capsys, tiny_model_path,
     assert "FP8 needs an NVIDIA GPU" in line and "run without --fp8" in line
 
 
+def test_an_attention_kernel_that_cannot_run_here_is_refused_in_one_line(capsys, tiny_model_path, clip_path,
+                                                                         tmp_path):
+    code, _, err = _run(capsys, "edit", str(clip_path), "--prompt", "x", "--model", str(tiny_model_path),
+                        "--output-dir", str(tmp_path), "--attention", "fa3", *TINY_FLAGS)
+    assert code == 2
+    line = _one_line_error(err)
+    assert "fa3 attention needs a Hopper GPU" in line and "build_flash_attention3.sh" in line
+
+
 def test_folder_that_is_not_a_pipeline(capsys, clip_path, tmp_path):
     code, _, err = _run(capsys, "edit", str(clip_path), "--prompt", "x", "--model", str(tmp_path), *TINY_FLAGS)
     assert code == 2

@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 
 from engine.errors import EditError
+from engine.jobs import ATTENTION_CHOICES
 from engine.params import PARAM_SPECS, PRESETS, ParamsError, ParamSpec
 
 DEMO_PROMPTS = ("a watercolor painting of shapes drifting over a pastel gradient",
@@ -60,6 +61,9 @@ def add_engine_flags(parser: argparse.ArgumentParser, top_level: bool = False) -
                         help="[default: bf16 on a GPU, fp32 on the CPU]")
     parser.add_argument("--output-dir", type=Path, default=default,
                         help="where result folders go [default: the user data dir's outputs/]")
+    parser.add_argument("--attention", default=default, choices=ATTENTION_CHOICES,
+                        help="attention kernel [default auto: on a GPU FlashAttention-3 where installed (Hopper), "
+                             "else the engine's Triton kernel, else cuDNN's]")
     parser.add_argument("--fp8", action="store_true", default=False if top_level else argparse.SUPPRESS,
                         help="approximate: FP8 matrix products in the transformer blocks (faster; changes the "
                              "result beyond float rounding; needs torchao and an Ada or Hopper GPU)")
@@ -142,7 +146,8 @@ def run_app_command(args: argparse.Namespace, demo: bool = False) -> int:
     check_data_dir_free()  # a second instance is told at once, before the UI and torch load
     output_dir = args.output_dir.expanduser().resolve() if args.output_dir else None
     config = EngineConfig(model=args.model or EngineConfig.model, device=args.device, dtype=args.dtype,
-                          output_dir=output_dir, fp8=args.fp8)
+                          output_dir=output_dir, fp8=args.fp8,
+                          attention=args.attention or EngineConfig.attention)
     return run_app(config, demo=demo)
 
 
@@ -196,7 +201,8 @@ def _run(args: argparse.Namespace, video: str, prompts: list[str], params, save_
     # there are several). --save-latents writes one batch's latents, so it keeps them all in one.
     batch = {"max_batch_variants": len(prompts)} if save_latents else {}
     config = EngineConfig(model=args.model or EngineConfig.model, device=args.device, dtype=args.dtype,
-                          output_dir=args.output_dir, fp8=args.fp8, **batch)
+                          output_dir=args.output_dir, fp8=args.fp8,
+                          attention=args.attention or EngineConfig.attention, **batch)
     worker = Worker.open(config)
     subscriber = JsonLinesPrinter() if args.events == "jsonl" else ProgressBars()
     try:
