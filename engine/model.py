@@ -54,7 +54,7 @@ class LoadedModel:
     def describe(self) -> dict[str, object]:
         described: dict[str, object] = {"model": self.model, "resolved_path": self.resolved_path,
                                         "revision": self.revision, "device": str(self.device),
-                                        "dtype": self.dtype_name}
+                                        "dtype": self.dtype_name, "attention": self.attention}
         return described | ({"linear_layers": "fp8 (approximate)"} if self.fp8 else {})
 
 
