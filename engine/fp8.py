@@ -57,9 +57,16 @@ def fp8_blocks(blocks: torch.nn.ModuleList, in_place: bool = False) -> torch.nn.
     config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
     quantized = blocks if in_place else torch.nn.ModuleList()
     for block in blocks:
-        target = block if in_place else copy.deepcopy(block)  # one block at a time: briefly ~0.3 GB
+        target = block if in_place else copy_block(block)  # one block at a time: briefly ~0.3 GB
         quantize_(target, config, filter_fn=_is_block_projection)
-        target.attn1.set_processor(block.attn1.processor)  # a deep copy would carry its own state
         if not in_place:
             quantized.append(target)
     return quantized
+
+
+def copy_block(block: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of a CogVideoX block (its own weights) that keeps the original's attention processor:
+    the injection state every block reads, and with it the attention kernel (a custom op, which
+    cannot be copied)."""
+    processor = block.attn1.processor
+    return copy.deepcopy(block, memo={id(processor): processor})

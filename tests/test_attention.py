@@ -83,6 +83,26 @@ def test_blocks_with_the_fused_gelu_compute_the_same_and_share_the_weights(tiny_
     torch.testing.assert_close(fast, plain_injected, rtol=1e-5, atol=1e-5)
 
 
+def test_the_fp8_copy_of_a_block_has_its_own_weights_but_the_shared_state_and_kernel(tiny_model):
+    """engine.fp8 quantizes copies of the blocks: each must still read the injection state every block
+    shares, and copying must not trip over the kernel in it (a custom op, which deepcopy cannot copy:
+    --fp8 beside FlashAttention-3 failed so on an H100)."""
+    from engine.flash_attention3 import fa3_attention
+    from engine.fp8 import copy_block
+
+    block = tiny_model.pipeline.transformer.transformer_blocks[0]
+    saved = tiny_model.injection.attend
+    try:
+        tiny_model.injection.attend = fa3_attention
+        copied = copy_block(block)
+    finally:
+        tiny_model.injection.attend = saved
+    assert copied.attn1.processor is block.attn1.processor
+    original, copy_weight = block.ff.net[2].weight, copied.ff.net[2].weight
+    assert copy_weight is not original and copy_weight.data_ptr() != original.data_ptr()
+    assert torch.equal(copy_weight, original)
+
+
 def test_the_chosen_attention_kernel_runs_in_every_block_and_triton_or_fa3_need_a_gpu(tiny_model):
     """engine.speed swaps the kernel through the shared state: every block's attention (both calls of
     an injected one) goes through it. Where Triton or FlashAttention-3 cannot run, asking for it says
