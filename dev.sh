@@ -17,6 +17,9 @@ if [ -z "${COGEDIT_TORCH:-}" ]; then
   if command -v nvidia-smi >/dev/null 2>&1; then COGEDIT_TORCH=cuda; else COGEDIT_TORCH=cpu; fi
 fi
 
+# The torch bound is pyproject.toml's (one home): its "torch..." dependency line.
+torch_requirement() { sed -n 's/^ *"\(torch[<>=,0-9.]*\)".*/\1/p' pyproject.toml | head -n 1; }
+
 say() { printf '\033[1m[dev.sh]\033[0m %s\n' "$*" >&2; }
 
 setup() {
@@ -34,7 +37,7 @@ setup() {
   if ! "$py" -c 'import torch' >/dev/null 2>&1; then
     if [ "$COGEDIT_TORCH" = cuda ]; then
       say "installing a CUDA build of torch"
-      "$py" -m pip install -q "torch>=2.4,<3"
+      "$py" -m pip install -q "$(torch_requirement)"
     else
       # Pin the CPU build first, so nothing later pulls gigabytes of CUDA packages. A local wheel
       # (pip's find-links) is used when there is one; else PyTorch's CPU index; else PyPI.

@@ -4,7 +4,7 @@ Importing this module is light (no torch, no decord): the TUI imports it at star
 screen at once; functions that need the ML stack import it when first called, which front ends do
 off their UI thread.
 
-- :func:`open_worker` locks the data dir and returns a :class:`engine.worker.Worker` (see its module
+- :func:`open_worker` locks the data dir and returns a :class:`engine.runtime.worker.Worker` (see its module
   doc for submit / cancel / move / pause / resume / requeue / subscribe / start / close).
 - :func:`describe_source` says what a clip is and how many frames the parameters keep.
 - :func:`result_frame_count` and :func:`result_frames` read frames of a finished result's videos.
@@ -14,32 +14,70 @@ off their UI thread.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import EditError
-from .events import (STAGES, EditWarning, EngineReady, EngineStopped, Event, GpuMemory, JobCancelled, JobFailed,
-                     JobFinished, JobQueued, JobStarted, StageFinished, StageStarted, StepProgress, WorkerState,
-                     event_to_dict)
-from .jobs import DEFAULT_MODEL, EngineConfig, JobSpec
-from .params import (PARAM_SPECS, PRESETS, EditParams, ParamsError, ParamSpec, build_params, check_prompts,
-                     field_problem, parse_value)
-from .paths import data_dir
+from .config import (
+    ATTENTION_CHOICES,
+    DEFAULT_MODEL,
+    DOWN_STATES,
+    GIB,
+    DeviceState,
+    DeviceStatus,
+    EngineConfig,
+    JobSpec,
+    WorkerStatus,
+    config_flags,
+    config_from_flags,
+)
+from .errors import EditError, one_line
+from .events import (
+    METRIC_LABELS,
+    PSNR_ROUND_TRIP,
+    STAGES,
+    EditWarning,
+    EngineReady,
+    EngineStopped,
+    Event,
+    GpuMemory,
+    JobCancelled,
+    JobDeleted,
+    JobFailed,
+    JobFinished,
+    JobMoved,
+    JobQueued,
+    JobStarted,
+    StageFinished,
+    StageStarted,
+    StepProgress,
+    WorkerState,
+    event_to_dict,
+)
+from .params import (
+    PARAM_SPECS,
+    PRESETS,
+    EditParams,
+    ParamsError,
+    ParamSpec,
+    build_params,
+    check_prompts,
+    field_problem,
+    parse_value,
+)
+from .paths import OUTPUT_FILES, RESULT_VIDEOS, data_dir
 from .store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, REQUEUEABLE, RUNNING, DataDirLock, JobRecord, Store
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .worker import Worker
+    from .runtime.worker import Worker
 
-RESULT_VIDEOS = {"original": "original.mp4", "reconstruction": "reconstruction.mp4", "edited": "edited.mp4"}
 
 
 def open_worker(config: EngineConfig, **kwargs) -> Worker:
     """Lock the data dir and open the worker (loads torch; the model loads on ``start()``)."""
-    from .worker import Worker
+    from .runtime.worker import Worker
 
     return Worker.open(config, **kwargs)
 
@@ -66,7 +104,7 @@ class SourceSummary:
 
 def describe_source(path: str, params: EditParams) -> SourceSummary:
     """Probe ``path`` and plan its frames; raises EditError (VideoError) with the reason."""
-    from .frames import plan_frames, probe_video
+    from .pipeline.frames import plan_frames, probe_video
 
     info = probe_video(path)
     plan = plan_frames(info, params)
@@ -75,29 +113,34 @@ def describe_source(path: str, params: EditParams) -> SourceSummary:
 
 
 def result_frame_count(output_dir: str) -> int:
-    from .frames import probe_video
+    from .pipeline.frames import probe_video
 
     return probe_video(Path(output_dir) / RESULT_VIDEOS["edited"]).num_frames
 
 
 def result_frames(output_dir: str, index: int) -> dict[str, np.ndarray]:
     """Frame ``index`` of the original, reconstruction and edited videos: label -> [H, W, 3] uint8."""
-    from .frames import read_single_frame
+    from .pipeline.frames import read_single_frame
 
     return {label: read_single_frame(Path(output_dir) / name, index) for label, name in RESULT_VIDEOS.items()}
 
 
-def delete_result(store: Store, job_id: str) -> JobRecord | None:
-    """Forget a job and delete its result folder (only a folder that holds its job.json)."""
-    record = store.delete(job_id)
-    if record is not None and record.output_dir:
-        folder = Path(record.output_dir)
-        if (folder / "job.json").is_file():
-            shutil.rmtree(folder, ignore_errors=True)
-    return record
+def read_job_file(path: str | Path) -> dict:
+    """A finished result's job.json, checked enough to run it again (EditError when it is not)."""
+    from .pipeline.export import read_job_file as read
+
+    return read(Path(path))
+
+
+def delete_result(worker: Worker, job_id: str) -> JobRecord | None:
+    """Forget a finished job and delete its result folder (only a folder that holds its job.json)."""
+    return worker.delete(job_id)
 
 
 __all__ = [
+    "ATTENTION_CHOICES", "config_flags", "config_from_flags", "DeviceState", "DeviceStatus", "DOWN_STATES", "GIB",
+    "JobDeleted", "JobMoved",
+    "METRIC_LABELS", "PSNR_ROUND_TRIP", "one_line", "OUTPUT_FILES", "read_job_file", "Worker", "WorkerStatus",
     "build_params", "CANCELLED", "check_data_dir_free", "check_prompts", "DEFAULT_MODEL", "delete_result",
     "describe_source", "DONE", "EditError", "EditParams", "EditWarning", "EngineConfig", "EngineReady",
     "EngineStopped", "Event", "event_to_dict", "FAILED", "field_problem", "GpuMemory", "INTERRUPTED",

@@ -34,3 +34,14 @@ class OutOfMemoryError(EditError):
 
 class Cancelled(Exception):
     """Raised inside a stage when its job was cancelled; not an error."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, at most ``limit`` characters ("" when it has none)."""
+    return (str(exc).strip().splitlines() or [""])[0][:limit]
+
+
+def one_line(exc: BaseException) -> str:
+    """An unexpected exception in one line: its type and the first line of its message."""
+    first = first_line(exc)
+    return f"unexpected {type(exc).__name__}: {first}" if first else f"unexpected {type(exc).__name__}"

@@ -11,8 +11,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+STOPPED_REASON = "stopped"  # EngineStopped.reason of an orderly stop
 # Stages of a job, in the order they run. Shared stages (frames..round_trip) serve every variant of a
 # source at once and are skipped when the inversion cache already holds their result.
+# The metrics of a result (JobFinished.metrics, job.json), with their labels, in the order shown.
+METRIC_LABELS = {"psnr_round_trip_vs_original_db": "round trip vs original",
+                 "psnr_round_trip_vs_vae_db": "round trip vs VAE decode",
+                 "psnr_vae_vs_original_db": "VAE decode vs original",
+                 "psnr_edited_vs_original_db": "edited vs original"}
+PSNR_ROUND_TRIP, PSNR_ROUND_TRIP_VS_VAE, PSNR_VAE, PSNR_EDITED = METRIC_LABELS
 STAGES = ("load", "frames", "encode", "invert", "round_trip", "edit", "decode", "export")
 
 
@@ -32,8 +39,13 @@ class EngineReady(Event):
 
 @dataclass(frozen=True)
 class EngineStopped(Event):
-    reason: str
+    reason: str  # STOPPED_REASON after an orderly stop, else what went wrong
     device: str = ""
+
+    @property
+    def fault(self) -> bool:
+        """The device stopped because something went wrong (not an orderly stop)."""
+        return self.reason != STOPPED_REASON
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,21 @@ class JobFailed(Event):
 
 @dataclass(frozen=True)
 class JobCancelled(Event):
+    job_id: str
+
+
+@dataclass(frozen=True)
+class JobMoved(Event):
+    """A queued job moved ``offset`` places (negative: towards the front)."""
+
+    job_id: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class JobDeleted(Event):
+    """A finished job left the history (and its result folder the disk)."""
+
     job_id: str
 
 

@@ -86,6 +86,14 @@ class EditParams:
         False, "Approximate: one reference branch shared by both guidance halves and all variants "
         "(fewer rows per step).", group="performance", approximate=True)
 
+    @property
+    def inversion_guided(self) -> bool:
+        """Whether the inversion runs under classifier-free guidance: guidance between two equal prompts
+        is a no-op and is skipped unless ``literal_guidance`` asks for the reference's doubled batch.
+        The inversion and the inversion cache's key both follow this one rule."""
+        return self.inversion_guidance > 1.0 and (
+            self.inversion_prompt != self.negative_prompt or self.literal_guidance)
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},

@@ -10,6 +10,10 @@ from pathlib import Path
 import platformdirs
 
 APP_NAME = "cogedit-tui"
+# The files of a result folder (the export stage writes them; job.json lists them).
+OUTPUT_FILES = {"original": "original.mp4", "reconstruction": "reconstruction.mp4", "edited": "edited.mp4",
+                "contact_sheet": "contact_sheet.png", "job": "job.json"}
+RESULT_VIDEOS = {label: OUTPUT_FILES[label] for label in ("original", "reconstruction", "edited")}
 
 
 def data_dir() -> Path:

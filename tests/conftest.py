@@ -1,4 +1,4 @@
-"""Shared fixtures: a private data/cache dir for every test session, the tiny model, sample clips.
+"""Shared fixtures and helpers: a private data/cache dir for every test session, the tiny model, sample clips.
 
 No test touches the network (the hub is forced offline) or the user's real data dir (platformdirs is
 pointed at a temporary directory through the XDG variables before anything reads them).
@@ -7,6 +7,7 @@ pointed at a temporary directory through the XDG variables before anything reads
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def session_home() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_path(session_home) -> Path:
     """The tiny CogVideoX, built once per session and saved with save_pretrained."""
-    from engine.tiny import ensure_tiny_model
+    from engine.demo.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(session_home / "models" / "tiny")
 
@@ -43,7 +44,7 @@ def tiny_model_path(session_home) -> Path:
 @pytest.fixture(scope="session")
 def tiny_2b_path(session_home) -> Path:
     """A tiny model like the 2B family: no rotary position embeddings."""
-    from engine.tiny import ensure_tiny_model
+    from engine.demo.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model(session_home / "models" / "tiny-2b", rotary=False)
 
@@ -51,7 +52,7 @@ def tiny_2b_path(session_home) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_path):
     """The tiny model loaded through the real loading path, on the CPU in fp32."""
-    from engine.model import load_model
+    from engine.pipeline.model import load_model
 
     return load_model(str(tiny_model_path), device="cpu", dtype="fp32")
 
@@ -59,7 +60,7 @@ def tiny_model(tiny_model_path):
 @pytest.fixture(scope="session")
 def clip_path(session_home) -> Path:
     """2.5 s of moving shapes, 40 frames of 192x128 at 16 fps."""
-    from engine.sample_clip import write_sample_clip
+    from engine.demo.sample_clip import write_sample_clip
 
     return write_sample_clip(session_home / "clips" / "shapes.mp4")
 
@@ -67,7 +68,7 @@ def clip_path(session_home) -> Path:
 @pytest.fixture(scope="session")
 def make_clip(session_home):
     """Write a generated clip with the given frame count / size / fps (cached per arguments)."""
-    from engine.sample_clip import write_sample_clip
+    from engine.demo.sample_clip import write_sample_clip
 
     def make(num_frames: int, height: int = 128, width: int = 192, fps: float = 16.0) -> Path:
         path = session_home / "clips" / f"shapes-{num_frames}-{height}x{width}-{fps:g}.mp4"
@@ -106,3 +107,55 @@ def ffmpeg():
                        capture_output=True, timeout=120)
 
     return run
+
+
+# -- helpers shared by the engine tests (import them: ``from conftest import Recorder``) ----------
+
+class Recorder:
+    """Collects events; ``wait_for`` blocks until a predicate over them holds."""
+
+    def __init__(self):
+        self.events = []
+        self.cond = threading.Condition()
+
+    def __call__(self, event):
+        with self.cond:
+            self.events.append(event)
+            self.cond.notify_all()
+
+    def wait_for(self, predicate, timeout=60.0):
+        with self.cond:
+            assert self.cond.wait_for(lambda: predicate(self.events), timeout), self.events[-5:]
+
+    def of(self, kind, **match):
+        return [e for e in self.events if isinstance(e, kind) and all(getattr(e, k) == v for k, v in match.items())]
+
+
+def open_worker(tmp_path, model, **config):
+    from engine.api import EngineConfig
+    from engine.runtime.worker import Worker
+
+    worker = Worker.open(EngineConfig(model="tiny", device="cpu", output_dir=tmp_path / "out", **config),
+                         root=tmp_path / "data", cache_root=tmp_path / "cache", loader=lambda device: model)
+    recorder = Recorder()
+    worker.subscribe(recorder)
+    return worker, recorder
+
+
+def finished(job_ids):
+    from engine.api import JobCancelled, JobFailed, JobFinished
+
+    ended = (JobFinished, JobFailed, JobCancelled)
+    return lambda events: {e.job_id for e in events if isinstance(e, ended)} >= set(job_ids)
+
+
+def run_jobs(tmp_path, model, specs):
+    """Open a worker on ``tmp_path``, run ``specs`` to their end and close it: the events, the records."""
+    worker, rec = open_worker(tmp_path, model)
+    try:
+        jobs = [worker.submit(spec) for spec in specs]
+        worker.start()
+        rec.wait_for(finished([j.id for j in jobs]))
+        return rec, [worker.store.get(j.id) for j in jobs]
+    finally:
+        worker.close()

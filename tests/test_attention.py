@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
 
-from engine.attention import InjectionPlan
-from engine.sampling import rotary_embeddings
+from engine.pipeline.attention import InjectionPlan
+from engine.pipeline.model import rotary_embeddings
 
 
 def _inputs(model, batch, seed=0):
@@ -35,7 +35,7 @@ def test_without_a_plan_the_processor_is_cogvideox_attention(tiny_model):
             b.attn1.set_processor(CogVideoXAttnProcessor2_0())
         theirs = _forward(tiny_model, latents, text)
     finally:
-        for b, p in zip(blocks, processors):
+        for b, p in zip(blocks, processors, strict=False):
             b.attn1.set_processor(p)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
@@ -60,7 +60,7 @@ def test_blocks_with_the_fused_gelu_compute_the_same_and_share_the_weights(tiny_
     same parameters; the model's own blocks are left as they were."""
     from diffusers.models.activations import GELU
 
-    from engine.speed import FusedGELUProjection, with_fused_gelu
+    from engine.kernels.fused_gelu import FusedGELUProjection, with_fused_gelu
 
     transformer = tiny_model.pipeline.transformer
     plain_blocks = transformer.transformer_blocks
@@ -84,11 +84,11 @@ def test_blocks_with_the_fused_gelu_compute_the_same_and_share_the_weights(tiny_
 
 
 def test_the_fp8_copy_of_a_block_has_its_own_weights_but_the_shared_state_and_kernel(tiny_model):
-    """engine.fp8 quantizes copies of the blocks: each must still read the injection state every block
+    """engine.kernels.fp8 quantizes copies of the blocks: each must still read the injection state every block
     shares, and copying must not trip over the kernel in it (a custom op, which deepcopy cannot copy:
     --fp8 beside FlashAttention-3 failed so on an H100)."""
-    from engine.flash_attention3 import fa3_attention
-    from engine.fp8 import copy_block
+    from engine.kernels.flash_attention3 import fa3_attention
+    from engine.kernels.fp8 import copy_block
 
     block = tiny_model.pipeline.transformer.transformer_blocks[0]
     saved = tiny_model.injection.attend
@@ -104,13 +104,13 @@ def test_the_fp8_copy_of_a_block_has_its_own_weights_but_the_shared_state_and_ke
 
 
 def test_the_chosen_attention_kernel_runs_in_every_block_and_triton_or_fa3_need_a_gpu(tiny_model):
-    """engine.speed swaps the kernel through the shared state: every block's attention (both calls of
+    """engine.kernels.select swaps the kernel through the shared state: every block's attention (both calls of
     an injected one) goes through it. Where Triton or FlashAttention-3 cannot run, asking for it says
     so and how to get it."""
     import pytest
 
     from engine.errors import ModelError
-    from engine.speed import resolve_attention
+    from engine.kernels.select import resolve_attention
 
     calls = []
 
@@ -137,7 +137,7 @@ def test_the_chosen_attention_kernel_runs_in_every_block_and_triton_or_fa3_need_
 
 _TRITON_CHECK = """
 import torch, torch.nn.functional as F
-import engine.triton_attention as kernel
+import engine.kernels.triton_attention as kernel
 for tuned in (kernel._forward_tma, kernel._forward_pointers):
     tuned.configs = tuned.configs[:1]  # the interpreter cannot time the autotuner's candidates
 g = torch.Generator().manual_seed(0)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from diffusers.configuration_utils import FrozenDict
 
-from engine.bench import main
-from engine.bench_models import TRANSFORMER_5B, build_5b_pipeline, clip_forward_flops, forward_flops, video_tokens
+from engine.bench.cli import main
+from engine.bench.models import TRANSFORMER_5B, build_5b_pipeline, clip_forward_flops, forward_flops, video_tokens
 
 
 def test_tiny_bench_times_both_paths_and_writes_every_figure(tmp_path, capsys):
@@ -57,16 +57,16 @@ def test_tiny_bench_times_both_paths_and_writes_every_figure(tmp_path, capsys):
 
 def test_fp8_on_the_cpu_is_refused_with_the_reason_and_the_fix(capsys):
     from engine.errors import ModelError
-    from engine.fp8 import check_fp8_available
+    from engine.kernels.fp8 import check_fp8_available
 
     with pytest.raises(ModelError, match="FP8 needs an NVIDIA GPU.*run without --fp8"):
         check_fp8_available(torch.device("cpu"))
 
 
 def test_the_profile_splits_a_step_into_attention_matmuls_and_the_rest():
-    from engine.bench_models import ARCHS
-    from engine.bench_profile import category, profile_step, step_inputs
-    from engine.model import wrap_pipeline
+    from engine.bench.models import ARCHS
+    from engine.bench.profile import category, profile_step, step_inputs
+    from engine.pipeline.model import wrap_pipeline
 
     arch = ARCHS["tiny"]
     model = wrap_pipeline(arch.build("cpu"), arch.description, "<in memory>")
@@ -110,7 +110,7 @@ def test_device_scaling_runs_the_queue_through_the_worker_on_each_device_count(t
     """``--devices``: the same queue on 1 and 2 (CPU) devices, every job finished and counted."""
     import json
 
-    from engine.bench import main
+    from engine.bench.cli import main
 
     out = tmp_path / "scaling.json"
     assert main(["--arch", "tiny", "--devices", "cpu:0,cpu:1", "--steps", "2", "--variants", "1",

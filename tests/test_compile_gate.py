@@ -1,10 +1,10 @@
-"""engine.compile_gate: a compilation runs alone, the rest of the model work side by side."""
+"""engine.pipeline.compile_gate: a compilation runs alone, the rest of the model work side by side."""
 
 from __future__ import annotations
 
 import threading
 
-from engine.compile_gate import MODEL_GATE, CompileGate
+from engine.pipeline.compile_gate import MODEL_GATE, CompileGate
 
 
 def _holder(gate: CompileGate, exclusive: bool, entered: threading.Event, release: threading.Event):
@@ -56,10 +56,10 @@ def test_shared_work_runs_side_by_side_and_nested_holds_pass_through():
 def test_the_first_forward_of_each_compiled_shape_runs_alone(tiny_model_path, clip_path, tiny_params, tmp_path):
     """In an edit on compiled blocks, each batch shape's first transformer forward (where
     torch.compile compiles) holds the gate alone; every other forward shares it."""
-    from engine.artifacts import Variant
-    from engine.model import load_model
-    from engine.run import run_edit
-    from engine.speed import apply_speed
+    from engine.kernels.select import apply_speed
+    from engine.pipeline.artifacts import Variant
+    from engine.pipeline.edit import run_edit
+    from engine.pipeline.model import load_model
 
     model = load_model(str(tiny_model_path), device="cpu", dtype="fp32")
     apply_speed(model, "default", compile_blocks=True)

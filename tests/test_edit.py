@@ -9,10 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.artifacts import Variant
-from engine.edit import Editor
 from engine.events import StageStarted, StepProgress
-from engine.run import run_edit
+from engine.pipeline.artifacts import Variant
+from engine.pipeline.edit import Editor, run_edit
 
 
 def _edit(model, clip, params, prompts=("a watercolor painting",), tmp_path=None, seeds=None, **kwargs):
@@ -67,9 +66,9 @@ def test_same_seed_same_latents_other_seed_other_latents(tiny_model, clip_path, 
 def _edited_latents(model, clip, params, prompts=("a watercolor painting",)):
     editor = Editor(model)
     ids = tuple(f"j{i}" for i in range(len(prompts)))
-    source = editor.load_source(clip, params, ids)
-    inversion = editor.invert(source, params, ids)
-    variants = [Variant(i, p, params.seed) for i, p in zip(ids, prompts)]
+    source = editor.frames(clip, params, ids)
+    inversion = editor.inversion(source, params, ids, editor.vae_tiling(source, params))
+    variants = [Variant(i, p, params.seed) for i, p in zip(ids, prompts, strict=False)]
     return editor.edit(inversion, variants, params), inversion
 
 
@@ -86,7 +85,7 @@ def test_variants_batched_together_equal_variants_run_alone(tiny_model, clip_pat
     params = tiny_params()
     prompts = ("a watercolor painting", "a bicycle on a road")
     batched, _ = _edited_latents(tiny_model, clip_path, params, prompts)
-    for prompt, together in zip(prompts, batched):
+    for prompt, together in zip(prompts, batched, strict=False):
         (alone,), _ = _edited_latents(tiny_model, clip_path, params, (prompt,))
         torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(batched[0], batched[1], atol=1e-4)
@@ -97,8 +96,8 @@ def test_seeds_of_one_prompt_share_its_reference_exactly(tiny_model, clip_path, 
     unconditional and the one conditional reference = 6 rows per step; each equals its run alone."""
     params = tiny_params()
     editor = Editor(tiny_model)
-    source = editor.load_source(clip_path, params, ("a", "b"))
-    inversion = editor.invert(source, params, ("a", "b"))
+    source = editor.frames(clip_path, params, ("a", "b"))
+    inversion = editor.inversion(source, params, ("a", "b"), editor.vae_tiling(source, params))
     rows = []
     hook = tiny_model.pipeline.transformer.register_forward_pre_hook(
         lambda module, args, kwargs: rows.append(kwargs["hidden_states"].size(0)), with_kwargs=True)
@@ -107,7 +106,7 @@ def test_seeds_of_one_prompt_share_its_reference_exactly(tiny_model, clip_path, 
     finally:
         hook.remove()
     assert set(rows) == {6}
-    for seed, latents in zip((1, 2), together):
+    for seed, latents in zip((1, 2), together, strict=False):
         (alone,) = editor.edit(inversion, [Variant("x", "a cat", seed)], params)
         torch.testing.assert_close(latents, alone, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(together[0], together[1], atol=1e-4)
@@ -137,10 +136,11 @@ def test_noop_inversion_guidance_skip_is_exact(tiny_model, clip_path, tiny_param
     literal = tiny_params(inversion_guidance=6.0, literal_guidance=True)
     skipped = tiny_params(inversion_guidance=6.0, literal_guidance=False)
     unguided = tiny_params(inversion_guidance=1.0)
-    source = editor.load_source(clip_path, literal, ("j",))
-    trajectories = [editor.invert(source, p, ("j",)).trajectory for p in (literal, skipped, unguided)]
-    assert editor._inversion_guidance(literal, ("j",)).negative is not None  # really computed twice
-    assert editor._inversion_guidance(skipped, ("j",)).negative is None
+    source = editor.frames(clip_path, literal, ("j",))
+    trajectories = [editor.inversion(source, p, ("j",), editor.vae_tiling(source, p)).trajectory
+                    for p in (literal, skipped, unguided)]
+    assert editor.inversion_guidance(literal, ("j",)).negative is not None  # really computed twice
+    assert editor.inversion_guidance(skipped, ("j",)).negative is None
     torch.testing.assert_close(trajectories[0], trajectories[1], rtol=1e-4, atol=1e-4)
     assert torch.equal(trajectories[1], trajectories[2])
 

@@ -17,19 +17,19 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_jobs
 
 from engine.events import EditWarning
+from engine.runtime.worker import EngineConfig, JobSpec, Worker
 from engine.store import DONE, INTERRUPTED, QUEUED, Store
-from engine.worker import EngineConfig, JobSpec, Worker
-from test_worker import run_jobs
 
 CHILD = textwrap.dedent("""
     import sys, time, threading
     from pathlib import Path
-    from engine.model import load_model
+    from engine.pipeline.model import load_model
     from engine.params import build_params
-    from engine.worker import EngineConfig, JobSpec, Worker
-    import engine.run, engine.edit, engine.outputs
+    from engine.runtime.worker import EngineConfig, JobSpec, Worker
+    import engine.pipeline.export, engine.pipeline.edit, engine.output.atomic
 
     root, model_path, clip, where = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     params = build_params({"height": 64, "width": 96, "max_num_frames": 9, "num_inference_steps": 6})
@@ -39,20 +39,20 @@ CHILD = textwrap.dedent("""
         time.sleep(600)
 
     if where == "step":
-        import engine.sampling
-        original_step = engine.sampling.StepTimer.__call__
+        import engine.pipeline.sampling
+        original_step = engine.pipeline.sampling.StepTimer.__call__
         def step(self, i, n):
             original_step(self, i, n)
             if i == 3 and SECOND.is_set():
                 hang("step")
-        engine.sampling.StepTimer.__call__ = step
+        engine.pipeline.sampling.StepTimer.__call__ = step
     elif where == "decode":
-        original_decode = engine.edit.decode_latents
+        original_decode = engine.pipeline.edit.decode_latents
         def decode(model, latents):
             if SECOND.is_set():
                 hang("decode")
             return original_decode(model, latents)
-        engine.edit.decode_latents = decode
+        engine.pipeline.edit.decode_latents = decode
     elif where == "mp4":
         import imageio_ffmpeg
         original_write = imageio_ffmpeg.write_frames
@@ -176,9 +176,9 @@ def test_disk_full_while_writing_outputs_fails_the_job_and_the_worker_goes_on(tm
 
 def test_disk_full_while_caching_keeps_the_job_and_leaves_no_corrupt_entry(tmp_path, tiny_model, clip_path,
                                                                           tiny_params, monkeypatch):
-    import engine.cache
+    import engine.pipeline.inversion_cache
 
-    monkeypatch.setattr(engine.cache, "save_file", _enospc)
+    monkeypatch.setattr(engine.pipeline.inversion_cache, "save_file", _enospc)
     rec, (job,) = run_jobs(tmp_path, tiny_model, [JobSpec(str(clip_path), "a cat", tiny_params())])
     assert job.status == DONE
     assert any("could not be cached on disk" in w.message for w in rec.of(EditWarning))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import VideoError
-from engine.frames import VideoInfo, plan_frames, probe_video, read_frames, select_frame_indices
 from engine.params import build_params
+from engine.pipeline.frames import VideoInfo, plan_frames, probe_video, read_frames, select_frame_indices
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_select_frame_indices(num_frames, skip_start, skip_end, max_frames, step
     assert (len(indices) - 1) % 8 == 0
     assert indices[0] == expected_first
     assert stride == expected_stride
-    assert all(b - a == stride for a, b in zip(indices, indices[1:]))
+    assert all(b - a == stride for a, b in zip(indices, indices[1:], strict=False))
     assert indices[-1] < num_frames - skip_end
 
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.bench_models import ARCHS
-from engine.frames import probe_video
-from engine.model import wrap_pipeline
+from engine.bench.models import ARCHS
+from engine.demo.sample_clip import write_sample_clip
+from engine.kernels.select import apply_speed
 from engine.params import build_params
-from engine.sample_clip import write_sample_clip
-from engine.speed import apply_speed
+from engine.pipeline.frames import probe_video
+from engine.pipeline.model import wrap_pipeline
+from engine.runtime.worker import EngineConfig, JobSpec, Worker
 from engine.store import DONE
-from engine.worker import EngineConfig, JobSpec, Worker
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -61,7 +61,7 @@ def test_a_short_5b_edit_runs_through_the_worker_and_fits_48_gb(tmp_path, fp8):
 def _one_5b_block() -> torch.nn.Module:
     from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBlock
 
-    from engine.bench_models import TRANSFORMER_5B
+    from engine.bench.models import TRANSFORMER_5B
 
     c = TRANSFORMER_5B
     g = torch.Generator("cuda").manual_seed(0)
@@ -75,7 +75,7 @@ def _one_5b_block() -> torch.nn.Module:
 
 
 def test_the_fused_gelu_is_diffusers_feed_forward_up_to_bf16_rounding():
-    from engine.speed import with_fused_gelu
+    from engine.kernels.fused_gelu import with_fused_gelu
 
     block = _one_5b_block()
     x = torch.randn(2, 4096, 3072, device="cuda", dtype=torch.bfloat16,
@@ -90,7 +90,7 @@ def test_fp8_blocks_run_close_to_bf16_but_not_equal():
     pytest.importorskip("torchao")
     if torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("FP8 needs compute capability 8.9+")
-    from engine.fp8 import fp8_blocks
+    from engine.kernels.fp8 import fp8_blocks
 
     block = _one_5b_block()
     (quantized,) = fp8_blocks(torch.nn.ModuleList([block]))
@@ -106,8 +106,8 @@ def test_fp8_blocks_run_close_to_bf16_but_not_equal():
 
 def _attention_kernel(name: str):
     """The kernel under test as f(q, k, v), or a skip where it cannot run here."""
-    from engine.flash_attention3 import fa3_attention, fa3_available
-    from engine.triton_attention import attention_forward, triton_available
+    from engine.kernels.flash_attention3 import fa3_attention, fa3_available
+    from engine.kernels.triton_attention import attention_forward, triton_available
 
     cuda = torch.device("cuda")
     if name == "fa3":

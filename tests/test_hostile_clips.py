@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.frames import VideoInfo, plan_frames, probe_video, read_frames
-from engine.outputs import write_mp4
+from engine.output.video import write_mp4
 from engine.params import build_params
+from engine.pipeline.frames import VideoInfo, plan_frames, probe_video, read_frames
 
 SMALL = {"height": 64, "width": 96, "max_num_frames": 9}
 TINY_FLAGS = ["--height", "64", "--width", "96", "--max-num-frames", "9", "--num-inference-steps", "3",
@@ -93,8 +93,8 @@ def test_portrait_1080x1920_is_cropped_not_stretched(portrait_clip, long_prompt_
 
 
 def test_prompt_longer_than_the_text_encoder_takes(long_prompt_edit, tiny_model):
-    from engine.edit import Editor
     from engine.events import EditWarning
+    from engine.pipeline.edit import Editor
 
     warnings = []
     Editor(tiny_model, emit=warnings.append).encode_prompts([LONG_PROMPT], ("job",))
@@ -160,7 +160,7 @@ def test_variable_frame_rate_clip(ffmpeg, tmp_path):
 
 MEASURE = textwrap.dedent("""
     import json, sys
-    from engine.frames import plan_frames, probe_video, read_frames
+    from engine.pipeline.frames import plan_frames, probe_video, read_frames
     from engine.params import build_params
 
     def status(key):
@@ -203,8 +203,8 @@ def test_every_selected_frame_count_decodes_back_to_itself(tiny_model, clip_fram
     """What the frame selection keeps must survive the VAE: encode, then decode to as many frames."""
     import torch
 
-    from engine.frames import select_frame_indices
-    from engine.vae import decode_latents, encode_frames
+    from engine.pipeline.frames import select_frame_indices
+    from engine.pipeline.vae import decode_latents, encode_frames
 
     indices, _ = select_frame_indices(clip_frames, 0, 0, 49, None)
     frames = torch.zeros(len(indices), 3, 64, 96)

@@ -213,7 +213,7 @@ def test_output_dir_under_a_regular_file(capfd, tiny_model_path, clip_path, tmp_
 
 def test_output_dir_that_is_a_file(tmp_path):
     from engine.errors import OutputError
-    from engine.outputs import check_output_dir
+    from engine.output.atomic import check_output_dir
 
     target = tmp_path / "results"
     target.write_text("x")
@@ -225,7 +225,7 @@ def test_output_dir_that_is_a_file(tmp_path):
 
 def test_output_dir_without_write_permission(tmp_path):
     from engine.errors import OutputError
-    from engine.outputs import check_output_dir
+    from engine.output.atomic import check_output_dir
 
     if os.geteuid() == 0:
         pytest.skip("running as root, which permission bits do not stop; test_output_dir_under_a_regular_file "

@@ -15,8 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.params import PARAM_SPECS, SPECS_BY_NAME, EditParams, ParamsError, build_params, check_prompts, \
-    field_problem
+from engine.params import (
+    PARAM_SPECS,
+    SPECS_BY_NAME,
+    EditParams,
+    ParamsError,
+    build_params,
+    check_prompts,
+    field_problem,
+)
 from tui.cli import main
 
 NUMERIC = [s for s in PARAM_SPECS if s.kind in (int, float)]

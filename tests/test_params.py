@@ -24,7 +24,8 @@ def test_every_wrong_field_is_reported_at_once():
     problems = " | ".join(info.value.problems)
     assert len(info.value.problems) == 5
     for needle in ("max_num_frames: must be at most 81", "height: must be a multiple of 16",
-                   "inject_fraction: 'lots' is not a number", "init: must be one of noise, inverted", "nonsense: unknown parameter"):
+                   "inject_fraction: 'lots' is not a number", "init: must be one of noise, inverted",
+                   "nonsense: unknown parameter"):
         assert needle in problems
 
 

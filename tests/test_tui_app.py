@@ -310,7 +310,8 @@ def test_a_busy_data_dir_exits_with_status_2_and_one_line(tmp_path, tiny_model):
 
 
 def test_the_demo_opens_on_the_tiny_model_with_its_two_variants_queued(tmp_path, monkeypatch, tiny_model_path):
-    from tui.cli import DEMO_PROMPTS, RANDOM_WEIGHTS_NOTICE
+    from engine.demo import DEMO_PROMPTS
+    from tui.cli import RANDOM_WEIGHTS_NOTICE
     from tui.launch import demo_launcher
     from tui.widgets.engine_header import DEMO_NOTICE
 

@@ -7,9 +7,8 @@ import asyncio
 
 import pytest
 
-from engine.api import EngineConfig, EngineStopped, GpuMemory, JobSpec, build_params, open_worker
-from engine.api import WorkerState
-from engine.model import load_model
+from engine.api import EngineConfig, EngineStopped, GpuMemory, JobSpec, WorkerState, build_params, open_worker
+from engine.pipeline.model import load_model
 from tui.app import CogeditApp
 from tui.launch import Launch
 from tui.messages import EngineEvent

@@ -18,8 +18,8 @@ import pytest
 from textual.widgets import Input, TextArea
 
 from engine.api import EngineConfig, Store, build_params, open_worker
+from engine.demo.sample_clip import write_sample_clip
 from engine.params import params_to_dict
-from engine.sample_clip import write_sample_clip
 from tui.app import CogeditApp
 from tui.launch import Launch
 

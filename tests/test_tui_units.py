@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.api import (JobFinished, JobQueued, JobStarted, StageFinished, StageStarted, StepProgress,
-                        build_params)
-from tui.formatting import (devices_label, format_duration, format_eta, model_name, param_rows, progress_bar,
-                            shorten)
+from engine.api import JobFinished, JobQueued, JobStarted, StageFinished, StageStarted, StepProgress, build_params
+from tui.formatting import devices_label, format_duration, format_eta, model_name, param_rows, progress_bar, shorten
 from tui.progress import ProgressTracker
 from tui.widgets.path_input import PathSuggester, complete_path
 

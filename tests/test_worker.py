@@ -3,60 +3,15 @@ cancellation, failures, ordering of events."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 import torch
+from conftest import Recorder, finished, open_worker, run_jobs
 
-from engine.events import (EditWarning, JobCancelled, JobFailed, JobFinished, StageFinished, StageStarted,
-                           StepProgress)
+from engine.events import EditWarning, JobFailed, JobFinished, StageFinished, StageStarted, StepProgress
+from engine.runtime.worker import EngineConfig, JobSpec, Worker
 from engine.store import CANCELLED, DONE, FAILED, QUEUED, DataDirBusy
-from engine.worker import EngineConfig, JobSpec, Worker
-
-
-class Recorder:
-    """Collects events; ``wait_for`` blocks until a predicate over them holds."""
-
-    def __init__(self):
-        self.events = []
-        self.cond = threading.Condition()
-
-    def __call__(self, event):
-        with self.cond:
-            self.events.append(event)
-            self.cond.notify_all()
-
-    def wait_for(self, predicate, timeout=60.0):
-        with self.cond:
-            assert self.cond.wait_for(lambda: predicate(self.events), timeout), self.events[-5:]
-
-    def of(self, kind, **match):
-        return [e for e in self.events if isinstance(e, kind) and all(getattr(e, k) == v for k, v in match.items())]
-
-
-def open_worker(tmp_path, model, **config):
-    worker = Worker.open(EngineConfig(model="tiny", device="cpu", output_dir=tmp_path / "out", **config),
-                         root=tmp_path / "data", cache_root=tmp_path / "cache", loader=lambda device: model)
-    recorder = Recorder()
-    worker.subscribe(recorder)
-    return worker, recorder
-
-
-def finished(job_ids):
-    return lambda events: {e.job_id for e in events if isinstance(e, (JobFinished, JobFailed, JobCancelled))} >= set(job_ids)
-
-
-def run_jobs(tmp_path, model, specs):
-    """Open a worker on ``tmp_path``, run ``specs`` to their end and close it: the events, the records."""
-    worker, rec = open_worker(tmp_path, model)
-    try:
-        jobs = [worker.submit(spec) for spec in specs]
-        worker.start()
-        rec.wait_for(finished([j.id for j in jobs]))
-        return rec, [worker.store.get(j.id) for j in jobs]
-    finally:
-        worker.close()
 
 
 def test_two_variants_of_one_clip_run_one_inversion(tmp_path, tiny_model, clip_path, tiny_params):
@@ -171,7 +126,7 @@ def test_closing_the_worker_lets_go_of_its_model(tmp_path, tiny_model_path, clip
     import gc
     import weakref
 
-    from engine.model import load_model
+    from engine.pipeline.model import load_model
 
     loaded = []
     worker = Worker.open(EngineConfig(model="tiny", device="cpu", output_dir=tmp_path / "out"),

@@ -15,25 +15,42 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from textual import work
+from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.signal import Signal
 
-from engine.api import (DEFAULT_MODEL, DONE, EditError, EditParams, EngineConfig, EngineReady, EngineStopped, Event,
-                        GpuMemory, JobFailed, JobFinished, JobRecord, Store, build_params)
+from engine.api import (
+    DEFAULT_MODEL,
+    DONE,
+    DOWN_STATES,
+    DeviceState,
+    EditError,
+    EditParams,
+    EngineConfig,
+    EngineReady,
+    EngineStopped,
+    Event,
+    GpuMemory,
+    JobFailed,
+    JobFinished,
+    JobRecord,
+    Store,
+    build_params,
+    one_line,
+)
 
 from .commands import binding_commands
 from .formatting import devices_label, format_psnr, model_name, shorten
-from .launch import Launcher, demo_launcher, demo_sample_clip, standard_launcher
-from .messages import EngineClosed, EngineEvent, EngineOpened, EngineOpenFailed
+from .launch import Launcher, demo_launcher, standard_launcher
+from .messages import EngineClosed, EngineEvent, EngineOpened, EngineOpenFailed, engine_message
 from .progress import ProgressTracker
 from .screens.main import MainScreen
 
 if TYPE_CHECKING:
-    from engine.worker import Worker
+    from engine.api import Worker
 
 STYLES = ["styles/app.tcss", "styles/main.tcss", "styles/devices.tcss", "styles/new_edit.tcss",
           "styles/history.tcss"]
@@ -133,13 +150,12 @@ class CogeditApp(App):
             self.post_message(EngineOpenFailed(str(exc), 2))
             return
         except Exception as exc:  # a fault: one line, exit status 1
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
-            self.post_message(EngineOpenFailed(f"unexpected {type(exc).__name__}: {first}", 1))
+            self.post_message(EngineOpenFailed(one_line(exc), 1))
             return
         if self._quitting:  # the user quit while the engine was opening
             launch.worker.close()
             return
-        launch.worker.subscribe(lambda event: self.post_message(EngineEvent(event)))
+        launch.worker.subscribe(lambda event: self.post_message(engine_message(event)))
         self.engine = launch.worker
         self._engine_ready.set()
         self.post_message(EngineOpened(launch))
@@ -157,7 +173,7 @@ class CogeditApp(App):
     def on_engine_opened(self, message: EngineOpened) -> None:
         worker = message.launch.worker
         self.model_label = model_name(worker.config.model)
-        self.device_label = devices_label([runner.device for runner in worker.runners])
+        self.device_label = devices_label([device.device for device in worker.status().devices])
         interrupted = worker.store.interrupted_on_open
         if interrupted:
             self.main_screen.note(f"{len(interrupted)} job(s) were interrupted when the app last stopped: "
@@ -177,32 +193,35 @@ class CogeditApp(App):
 
     # -- events ------------------------------------------------------------------------------
 
-    def on_engine_event(self, message: EngineEvent) -> None:
+    @on(EngineEvent)
+    def _engine_event(self, message: EngineEvent) -> None:
         event = message.event
         self.tracker.apply(event)
-        if isinstance(event, GpuMemory):  # one per GPU: the header shows their sum
-            self.gpu_by_device[event.device] = (event.allocated_bytes, event.total_bytes)
-            self.gpu_memory = tuple(map(sum, zip(*self.gpu_by_device.values(), strict=False)))
-        elif isinstance(event, EngineReady):
-            self.model_label = model_name(event.model)
-            devices = [runner.device for runner in self.engine.runners] if self.engine else [event.device]
-            self.device_label = f"{devices_label(devices)} {event.dtype}"
-        elif isinstance(event, EngineStopped) and event.reason != "stopped":
-            self.notify(event.reason, title="Engine stopped", severity="error", timeout=15, markup=False)
-        elif isinstance(event, JobFinished):
-            psnr = format_psnr(event.metrics)
-            quality = f" · round-trip PSNR {psnr}" if psnr else ""
-            self.notify(f"“{shorten(self.prompt_of(event.job_id), 60)}”{quality}", title="Edit finished", markup=False)
-        elif isinstance(event, JobFailed):
-            self.notify(f"“{shorten(self.prompt_of(event.job_id), 40)}”: {event.reason}", title="Edit failed",
-                        severity="error", timeout=15, markup=False)
+        match event:
+            case GpuMemory():  # one per GPU: the header shows their sum
+                self.gpu_by_device[event.device] = (event.allocated_bytes, event.total_bytes)
+                self.gpu_memory = tuple(map(sum, zip(*self.gpu_by_device.values(), strict=False)))
+            case EngineReady():
+                self.model_label = model_name(event.model)
+                devices = [d.device for d in self.engine.status().devices] if self.engine else [event.device]
+                self.device_label = f"{devices_label(devices)} {event.dtype}"
+            case EngineStopped() if event.fault:
+                self.notify(event.reason, title="Engine stopped", severity="error", timeout=15, markup=False)
+            case JobFinished():
+                psnr = format_psnr(event.metrics)
+                quality = f" · round-trip PSNR {psnr}" if psnr else ""
+                self.notify(f"“{shorten(self.prompt_of(event.job_id), 60)}”{quality}", title="Edit finished",
+                            markup=False)
+            case JobFailed():
+                self.notify(f"“{shorten(self.prompt_of(event.job_id), 40)}”: {event.reason}", title="Edit failed",
+                            severity="error", timeout=15, markup=False)
         self.sync_engine_state()
         self.engine_events.publish(event)
 
     def sync_engine_state(self) -> None:
         self.engine_state = self._engine_state_now()
-        states = [runner.state for runner in self.engine.runners] if self.engine is not None else []
-        self.device_counts = (len(states), states.count("running"), sum(s in ("failed", "retired") for s in states))
+        states = [d.state for d in self.engine.status().devices] if self.engine is not None else []
+        self.device_counts = (len(states), states.count(DeviceState.RUNNING), sum(s in DOWN_STATES for s in states))
 
     def _engine_state_now(self) -> str:
         if self._quitting:
@@ -210,9 +229,9 @@ class CogeditApp(App):
         if self.engine is None:
             return "opening"
         state = self.engine.state
-        if state == "stopped" and not self.start_engine:
+        if state == DeviceState.STOPPED and not self.start_engine:
             return "not started"
-        return state
+        return state.value
 
     # -- the queue -----------------------------------------------------------------------------
 
@@ -237,7 +256,7 @@ class CogeditApp(App):
         if self.engine is None:
             self.exit()
             return
-        if self.engine.state == "running":
+        if self.engine.state == DeviceState.RUNNING:
             self.notify("Stopping after the current step; the job can be re-queued next time.",
                         title="Quitting", timeout=30)
         self.sync_engine_state()
@@ -258,7 +277,7 @@ class CogeditApp(App):
             if worker is None or self._engine_closed:
                 return
             self._engine_closed = True
-        if worker.state == "loading":  # a load cannot be cut short: let it end with the process
+        if worker.state == DeviceState.LOADING:  # a load cannot be cut short: let it end with the process
             worker.stop(wait=False)
             return
         worker.close()
@@ -273,14 +292,14 @@ def build_app(config: EngineConfig, *, demo: bool = False, image_class: type | N
     if not demo:
         return CogeditApp(standard_launcher(config), model_label=model_name(config.model),
                           device_label=config.device or "auto", image_class=image_class)
-    from .cli import DEMO_PARAMS
+    from engine.demo import DEMO_PARAMS, demo_clip_path
 
     model = None if config.model == DEFAULT_MODEL else config.model  # the tiny model unless --model says
     presets = {"demo": build_params(DEMO_PARAMS), "default": build_params(),
                "reference": build_params(preset="reference")}
     return CogeditApp(demo_launcher(config.device, config.dtype, config.output_dir, model), demo=True,
                       model_label="tiny demo model", device_label=config.device or "cpu", form_presets=presets,
-                      form_preset="demo", form_source=str(demo_sample_clip()), image_class=image_class)
+                      form_preset="demo", form_source=str(demo_clip_path()), image_class=image_class)
 
 
 def run_app(config: EngineConfig, *, demo: bool = False) -> int:

@@ -1,4 +1,5 @@
-"""The ``cogedit-tui`` command: the app by default, plus ``edit``, ``demo`` and ``bench``.
+"""The ``cogedit-tui`` command: the app by default, plus ``edit``, ``demo`` and ``bench`` (the last
+delegates to ``engine.bench.cli``; other engine-owned commands can delegate the same way).
 
 Flags for every edit parameter are generated from :class:`engine.params.EditParams`, so a new
 parameter shows up here (and in ``--help``) with no change to this file.
@@ -11,14 +12,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from engine.errors import EditError
-from engine.jobs import ATTENTION_CHOICES
-from engine.params import PARAM_SPECS, PRESETS, ParamsError, ParamSpec
+from engine.api import PARAM_SPECS, PRESETS, EditError, ParamsError, ParamSpec, config_flags, one_line
 
-DEMO_PROMPTS = ("a watercolor painting of shapes drifting over a pastel gradient",
-                "a neon sign of a red disc and a blue square at night")
-# Small enough that the tiny model's demo finishes in well under a minute on 2 CPU cores.
-DEMO_PARAMS = {"height": 64, "width": 96, "max_num_frames": 17, "num_inference_steps": 20}
 RANDOM_WEIGHTS_NOTICE = ("demo: the tiny model has random weights, so the pixels are noise; "
                          "only the workflow is real")
 
@@ -49,24 +44,15 @@ def collected_params(args: argparse.Namespace) -> dict[str, object]:
 
 
 def add_engine_flags(parser: argparse.ArgumentParser, top_level: bool = False) -> None:
-    """Engine flags work before or after the command (``cogedit-tui --model M edit ...`` too)."""
-    default = None if top_level else argparse.SUPPRESS
-    parser.add_argument("--model", default=default,
-                        help="hub id (resolved through the Hugging Face cache) or a local pipeline folder "
-                             "[default THUDM/CogVideoX-5b]")
-    parser.add_argument("--device", "--devices", dest="device", default=default,
-                        help="cpu, cuda:N, several GPUs (cuda:0,cuda:1) or all: one worker per GPU, the queue "
-                             "spread over them [default: the first GPU, else cpu]")
-    parser.add_argument("--dtype", default=default, choices=["bf16", "fp16", "fp32"],
-                        help="[default: bf16 on a GPU, fp32 on the CPU]")
-    parser.add_argument("--output-dir", type=Path, default=default,
-                        help="where result folders go [default: the user data dir's outputs/]")
-    parser.add_argument("--attention", default=default, choices=ATTENTION_CHOICES,
-                        help="attention kernel [default auto: on a GPU FlashAttention-3 where installed (Hopper), "
-                             "else the engine's Triton kernel, else cuDNN's]")
-    parser.add_argument("--fp8", action="store_true", default=False if top_level else argparse.SUPPRESS,
-                        help="approximate: FP8 matrix products in the transformer blocks (faster; changes the "
-                             "result beyond float rounding; needs torchao and an Ada or Hopper GPU)")
+    """Engine flags (generated from EngineConfig's fields) work before or after the command
+    (``cogedit-tui --model M edit ...`` too)."""
+    for flag in config_flags():
+        default = (flag.default if flag.is_switch else None) if top_level else argparse.SUPPRESS
+        if flag.is_switch:
+            parser.add_argument(*flag.flags, dest=flag.name, action="store_true", default=default, help=flag.help)
+        else:
+            parser.add_argument(*flag.flags, dest=flag.name, default=default, choices=flag.choices or None,
+                                type=Path if flag.path else None, help=flag.help)
     parser.add_argument("--debug", action="store_true", default=False if top_level else argparse.SUPPRESS,
                         help="show tracebacks")
 
@@ -114,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "edit":
             return run_edit_command(args)
         if args.command == "bench":
-            from engine.bench import main as bench_main  # imports torch: only for this command
+            from engine.bench.cli import main as bench_main  # imports torch: only for this command
 
             return bench_main(args.bench_args)
         if args.command == "demo":
@@ -131,33 +117,27 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unexpected fault: one line unless --debug
         if debug:
             traceback.print_exc()
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        print(f"error: unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+        print(f"error: {one_line(exc)} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
 
 
 def run_app_command(args: argparse.Namespace, demo: bool = False) -> int:
     """The workstation (the demo: on the tiny model, with its two variants queued)."""
-    from engine.api import EngineConfig, check_data_dir_free
+    from engine.api import check_data_dir_free, config_from_flags
 
     from .app import run_app
 
     check_data_dir_free()  # a second instance is told at once, before the UI and torch load
     output_dir = args.output_dir.expanduser().resolve() if args.output_dir else None
-    config = EngineConfig(model=args.model or EngineConfig.model, device=args.device, dtype=args.dtype,
-                          output_dir=output_dir, fp8=args.fp8,
-                          attention=args.attention or EngineConfig.attention)
-    return run_app(config, demo=demo)
+    return run_app(config_from_flags(vars(args), output_dir=output_dir), demo=demo)
 
 
 def run_edit_command(args: argparse.Namespace) -> int:
-    from engine.params import build_params
+    from engine.api import build_params, read_job_file
 
     values = collected_params(args)
     if args.from_job:
-        from engine.run import read_job_file
-
         job = read_job_file(args.from_job)
         values = {**job["params"], **values}
         args.video = args.video or job["source"]["path"]
@@ -171,16 +151,11 @@ def run_edit_command(args: argparse.Namespace) -> int:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    from engine.params import build_params
-    from engine.paths import sample_clip_path, tiny_model_dir
-    from engine.sample_clip import write_sample_clip
-    from engine.tiny import ensure_tiny_model
+    from engine.api import build_params
+    from engine.demo import DEMO_PARAMS, DEMO_PROMPTS, prepare_demo
 
     print(RANDOM_WEIGHTS_NOTICE, file=sys.stderr)
-    args.model = args.model or str(ensure_tiny_model(tiny_model_dir()))
-    clip = sample_clip_path()
-    if not clip.exists():
-        write_sample_clip(clip)
+    args.model, clip = prepare_demo(args.model)
     args.device = args.device or "cpu"
     params = build_params(DEMO_PARAMS)
     return _run(args, str(clip), list(DEMO_PROMPTS), params, save_latents=None)
@@ -188,22 +163,16 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, video: str, prompts: list[str], params, save_latents) -> int:
     """Queue one job per prompt on an engine worker, show its events, wait for the jobs to end."""
-    from engine.frames import plan_frames, probe_video
-    from engine.params import check_prompts
-    from engine.store import DONE
-    from engine.worker import EngineConfig, JobSpec, Worker
+    from engine.api import DONE, JobSpec, check_prompts, config_from_flags, describe_source, open_worker
 
     from .headless import JsonLinesPrinter, ProgressBars
 
     check_prompts(prompts)
-    plan_frames(probe_video(video), params)  # a bad clip fails here, before the model loads
+    describe_source(video, params)  # a bad clip fails here, before the model loads
     # The prompts are variants of one source: batched over one inversion (spread over the devices when
     # there are several). --save-latents writes one batch's latents, so it keeps them all in one.
     batch = {"max_batch_variants": len(prompts)} if save_latents else {}
-    config = EngineConfig(model=args.model or EngineConfig.model, device=args.device, dtype=args.dtype,
-                          output_dir=args.output_dir, fp8=args.fp8,
-                          attention=args.attention or EngineConfig.attention, **batch)
-    worker = Worker.open(config)
+    worker = open_worker(config_from_flags(vars(args), **batch))
     subscriber = JsonLinesPrinter() if args.events == "jsonl" else ProgressBars()
     try:
         with subscriber:

@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.api import PARAM_SPECS, EditParams
+from engine.api import PARAM_SPECS, PSNR_ROUND_TRIP, EditParams
 
 # Parameters worth seeing for every job, changed or not.
 KEY_PARAMS = ("max_num_frames", "height", "width", "num_inference_steps", "guidance_scale", "seed")
-PSNR_ROUND_TRIP = "psnr_round_trip_vs_original_db"
 BAR_FULL, BAR_EMPTY = "█", "░"
 
 

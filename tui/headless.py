@@ -7,11 +7,29 @@ import sys
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from engine.events import (EditWarning, EngineReady, Event, JobCancelled, JobFailed, JobFinished, StageFinished,
-                           StageStarted, StepProgress, event_to_dict)
+from engine.api import (
+    PSNR_ROUND_TRIP,
+    EditWarning,
+    EngineReady,
+    Event,
+    JobCancelled,
+    JobFailed,
+    JobFinished,
+    StageFinished,
+    StageStarted,
+    StepProgress,
+    event_to_dict,
+)
 
 
 class JsonLinesPrinter:
@@ -73,4 +91,4 @@ class ProgressBars:
             metrics = event.metrics
             self.console.print(
                 f"[green]done[/] {event.job_id}: round-trip PSNR "
-                f"{metrics.get('psnr_round_trip_vs_original_db', float('nan')):.2f} dB")
+                f"{metrics.get(PSNR_ROUND_TRIP, float('nan')):.2f} dB")

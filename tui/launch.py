@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from engine.api import EngineConfig, JobSpec, build_params, open_worker
 
 if TYPE_CHECKING:
-    from engine.worker import Worker
+    from engine.api import Worker
 
 
 @dataclass
@@ -33,27 +33,14 @@ def standard_launcher(config: EngineConfig) -> Launcher:
     return lambda: Launch(open_worker(config))
 
 
-def demo_sample_clip() -> Path:
-    from engine.paths import sample_clip_path
-
-    return sample_clip_path()
-
-
 def demo_launcher(device: str | None = None, dtype: str | None = None, output_dir: Path | None = None,
                   model: str | None = None) -> Launcher:
     """The demo: build the tiny model and the sample clip when missing, queue the demo's two variants."""
 
     def launch() -> Launch:
-        from engine.paths import tiny_model_dir
-        from engine.sample_clip import write_sample_clip
-        from engine.tiny import ensure_tiny_model
+        from engine.demo import DEMO_PARAMS, DEMO_PROMPTS, prepare_demo
 
-        from .cli import DEMO_PARAMS, DEMO_PROMPTS
-
-        model_path = model or str(ensure_tiny_model(tiny_model_dir()))
-        clip = demo_sample_clip()
-        if not clip.exists():
-            write_sample_clip(clip)
+        model_path, clip = prepare_demo(model)
         worker = open_worker(EngineConfig(model=model_path, device=device or "cpu", dtype=dtype,
                                           output_dir=output_dir))
         params = build_params(DEMO_PARAMS)

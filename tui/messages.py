@@ -13,11 +13,27 @@ if TYPE_CHECKING:
 
 
 class EngineEvent(Message):
-    """One event from the engine worker."""
+    """One event from the engine worker (:func:`engine_message` picks the subclass for its kind)."""
 
     def __init__(self, event: Event) -> None:
         super().__init__()
         self.event = event
+
+
+class StepProgressed(EngineEvent):
+    """A stage's step count moved on: a later one for the same stage and jobs replaces it in the queue
+    (a slow screen skips to the newest step instead of replaying every one)."""
+
+    def can_replace(self, message: Message) -> bool:
+        return (isinstance(message, StepProgressed) and message.event.stage == self.event.stage
+                and message.event.job_ids == self.event.job_ids)
+
+
+def engine_message(event: Event) -> EngineEvent:
+    """The message that carries ``event`` to the app."""
+    from engine.api import StepProgress
+
+    return StepProgressed(event) if isinstance(event, StepProgress) else EngineEvent(event)
 
 
 class EngineOpened(Message):

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.api import (Event, JobCancelled, JobFailed, JobFinished, JobQueued, JobStarted, StageFinished,
-                        StageStarted, StepProgress)
+from engine.api import (
+    Event,
+    JobCancelled,
+    JobFailed,
+    JobFinished,
+    JobQueued,
+    JobStarted,
+    StageFinished,
+    StageStarted,
+    StepProgress,
+)
 
 
 @dataclass

@@ -166,7 +166,7 @@ class HistoryScreen(Screen):
 
     @work(thread=True, group="delete-result", exit_on_error=False)
     def _delete(self, job_id: str) -> None:
-        self.post_message(ResultDeleted(delete_result(self.app.store, job_id)))
+        self.post_message(ResultDeleted(delete_result(self.app.engine, job_id)))
 
     def on_result_deleted(self, message: ResultDeleted) -> None:
         if message.record is not None:

@@ -9,9 +9,28 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Label
 
-from engine.api import (CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, REQUEUEABLE, RUNNING, EngineReady,
-                        EngineStopped, Event, JobCancelled, JobFailed, JobFinished, JobQueued, JobRecord,
-                        JobStarted, StageFinished, StageStarted, StepProgress, delete_result)
+from engine.api import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    REQUEUEABLE,
+    RUNNING,
+    EngineReady,
+    EngineStopped,
+    Event,
+    JobCancelled,
+    JobFailed,
+    JobFinished,
+    JobQueued,
+    JobRecord,
+    JobStarted,
+    StageFinished,
+    StageStarted,
+    StepProgress,
+    delete_result,
+)
 
 from ..formatting import shorten
 from ..widgets.adaptive_footer import AdaptiveFooter
@@ -201,7 +220,7 @@ class MainScreen(Screen):
         if record.status == DONE:
             self.app.hidden_jobs.add(record.id)  # its result stays in the history
         else:
-            delete_result(self.app.store, record.id)  # nothing was written for it: forget the job
+            delete_result(self.app.engine, record.id)  # nothing was written for it: forget the job
         self.reload()
 
     async def action_quit_app(self) -> None:

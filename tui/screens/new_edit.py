@@ -18,8 +18,17 @@ from textual.timer import Timer
 from textual.widgets import Button, Input, Label, Select, TextArea
 from textual.worker import get_current_worker
 
-from engine.api import (PARAM_SPECS, EditError, EditParams, JobRecord, JobSpec, ParamsError, SourceSummary,
-                        build_params, describe_source)
+from engine.api import (
+    PARAM_SPECS,
+    EditError,
+    EditParams,
+    JobRecord,
+    JobSpec,
+    ParamsError,
+    SourceSummary,
+    build_params,
+    describe_source,
+)
 
 from ..formatting import source_name
 from ..widgets.adaptive_footer import AdaptiveFooter

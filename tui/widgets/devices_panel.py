@@ -15,13 +15,11 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label
 
-from engine.api import EngineStopped, Event, GpuMemory, JobStarted
-from engine.api import WorkerState
+from engine.api import DOWN_STATES, EngineStopped, Event, GpuMemory, JobStarted, WorkerState
 
 from ..formatting import format_gib, shorten
 
 PROMPT_WIDTH = 80
-DOWN_STATES = ("failed", "retired")
 
 
 @dataclass
@@ -87,8 +85,8 @@ class DevicesPanel(Vertical):
         engine = self.app.engine
         if engine is None or self._rows:
             return
-        for runner in engine.runners:
-            self._view(runner.device, runner.state, tuple(runner.running))
+        for device in engine.status().devices:
+            self._view(device.device, device.state.value, device.running)
         self._show_all()
 
     def _on_engine_news(self, event: Event) -> None:
@@ -100,7 +98,7 @@ class DevicesPanel(Vertical):
             view = self._view(event.device)
             if event.job_id not in view.job_ids:
                 view.job_ids += (event.job_id,)
-        elif isinstance(event, EngineStopped) and event.device and event.reason != "stopped":
+        elif isinstance(event, EngineStopped) and event.device and event.fault:
             self._view(event.device).reason = event.reason
         elif not isinstance(event, GpuMemory):
             return

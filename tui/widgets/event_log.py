@@ -9,8 +9,19 @@ from rich.text import Text
 from textual import events
 from textual.widgets import RichLog
 
-from engine.api import (EditWarning, EngineReady, EngineStopped, Event, JobCancelled, JobFailed, JobFinished,
-                        JobQueued, JobStarted, StageFinished, StageStarted)
+from engine.api import (
+    EditWarning,
+    EngineReady,
+    EngineStopped,
+    Event,
+    JobCancelled,
+    JobFailed,
+    JobFinished,
+    JobQueued,
+    JobStarted,
+    StageFinished,
+    StageStarted,
+)
 
 from ..formatting import format_clock, format_duration, format_psnr, model_name, shorten, stage_label
 

@@ -12,17 +12,13 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from engine.api import RESULT_VIDEOS, STAGES, JobRecord
+from engine.api import METRIC_LABELS, OUTPUT_FILES, RESULT_VIDEOS, STAGES, JobRecord
 
 from ..formatting import format_duration, format_timestamp, param_rows, result_approximations, stage_label
 from ..progress import JobProgress
 from .queue_table import theme_style
 
-METRIC_LABELS = {"psnr_round_trip_vs_original_db": "round trip vs original",
-                 "psnr_round_trip_vs_vae_db": "round trip vs VAE decode",
-                 "psnr_vae_vs_original_db": "VAE decode vs original",
-                 "psnr_edited_vs_original_db": "edited vs original"}
-EXTRA_FILES = ("contact_sheet.png", "job.json")
+EXTRA_FILES = (OUTPUT_FILES["contact_sheet"], OUTPUT_FILES["job"])
 
 
 class JobDetails(VerticalScroll):

@@ -1,0 +1,95 @@
+"""A tiny CogVideoX: the real classes at toy sizes, random seeded weights, offline tokenizer.
+
+Used by the tests and the demo. It is saved with ``save_pretrained`` and loaded back through the same
+``from_pretrained`` path as CogVideoX-5B, with rotary embeddings on as in the 5B. Its weights are
+random: the pixels it produces are noise, only the workflow is real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import string
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+from ..pipeline.model import quiet_libraries
+from . import TINY_SIZE
+
+TINY_VERSION = 1  # bump when the architecture or the weight recipe changes
+TINY_SEED = 20261121
+
+# The CogVideoX-5B scheduler configuration (v-prediction, zero-terminal-SNR, trailing spacing).
+SCHEDULER_5B = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                    prediction_type="v_prediction", rescale_betas_zero_snr=True, set_alpha_to_one=True,
+                    snr_shift_scale=1.0, timestep_spacing="trailing", num_train_timesteps=1000, steps_offset=0)
+
+
+def offline_tokenizer() -> T5Tokenizer:
+    """A character-level Unigram T5 tokenizer built in memory: no file from a hub."""
+    chars = string.ascii_lowercase + string.digits + string.punctuation
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [("▁" + c, -3.0) for c in chars] + [(c, -4.0) for c in chars]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def _reinitialise(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Overwrite every weight from ``generator`` so the model is the same on every machine."""
+    with torch.no_grad():
+        for name, param in sorted(module.named_parameters()):
+            if param.ndim >= 2:
+                fan_in = param[0].numel()
+                param.copy_(torch.randn(param.shape, generator=generator) / fan_in ** 0.5)
+            elif name.endswith("bias"):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+
+
+def build_tiny_pipeline(rotary: bool = True) -> CogVideoXPipeline:
+    """Two transformer layers of two 16-wide heads, a 4-block VAE, a 2-layer T5."""
+    with torch.random.fork_rng(devices=[]):  # construction draws from the global RNG: keep it untouched
+        tokenizer = offline_tokenizer()
+        text_encoder = T5EncoderModel(T5Config(
+            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+            relative_attention_num_buckets=8, decoder_start_token_id=0))
+        height, width = TINY_SIZE
+        transformer = CogVideoXTransformer3DModel(
+            num_attention_heads=2, attention_head_dim=16, in_channels=16, out_channels=16, time_embed_dim=32,
+            text_embed_dim=32, num_layers=2, sample_height=height // 8, sample_width=width // 8,
+            sample_frames=9, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=226,
+            use_rotary_positional_embeddings=rotary)
+        vae = AutoencoderKLCogVideoX(
+            block_out_channels=(8, 8, 16, 16), latent_channels=16, layers_per_block=1, norm_num_groups=4,
+            temporal_compression_ratio=4, sample_height=height, sample_width=width, scaling_factor=0.7)
+    generator = torch.Generator("cpu").manual_seed(TINY_SEED)
+    for module in (text_encoder, transformer, vae):
+        _reinitialise(module, generator)
+        module.eval()
+    return CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                             scheduler=CogVideoXDDIMScheduler(**SCHEDULER_5B))
+
+
+def ensure_tiny_model(folder: Path, rotary: bool = True) -> Path:
+    """Build and save the tiny model into ``folder`` unless a complete copy is already there."""
+    folder = Path(folder)
+    stamp = folder / "cogedit_tiny.json"
+    wanted = {"version": TINY_VERSION, "seed": TINY_SEED, "rotary": rotary}
+    if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
+        return folder
+    quiet_libraries()
+    # Build beside the target and rename into place, so a crash or a concurrent build never leaves a
+    # half-written model where a complete one is expected.
+    staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    build_tiny_pipeline(rotary).save_pretrained(str(staging))
+    (staging / stamp.name).write_text(json.dumps(wanted))
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.rename(staging, folder)
+    except OSError:  # another process won the race; its copy is as good as ours
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder

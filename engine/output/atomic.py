@@ -1,0 +1,142 @@
+"""Writing results: atomic files, H.264 MP4s, the per-edit folder and its metrics.
+
+Every file lands under its final name only once it is complete (written to a temporary name in the
+same folder, flushed, then renamed), so a crash never leaves half a video where a result belongs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import OutputError
+
+DISK_FULL_FIX = "free disk space (or choose another --output-dir) and re-queue the job"
+
+
+WRITABLE_FIX = "choose a writable --output-dir"
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest of ``folder`` and its parents that exists as something other than a folder."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def _output_error(exc: OSError, path: Path, folder: Path | None = None) -> OutputError:
+    """One line for a failed write of ``path`` (or of the folder ``folder``, when creating it)."""
+    creating = folder is not None
+    folder = folder or path.parent
+    if exc.errno == errno.ENOSPC:
+        return OutputError(f"disk full while writing {path}", DISK_FULL_FIX)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"cannot write to {folder} (permission denied)", WRITABLE_FIX)
+    blocker = _file_in_the_way(folder) if exc.errno in (errno.ENOTDIR, errno.EEXIST) else None
+    if blocker == folder:
+        return OutputError(f"the output folder {folder} is a file, not a folder", WRITABLE_FIX)
+    if blocker is not None:
+        return OutputError(f"cannot create the output folder {folder}: {blocker} is a file, not a folder",
+                           WRITABLE_FIX)
+    if creating:
+        return OutputError(f"cannot create the output folder {folder} ({exc.strerror or exc})", WRITABLE_FIX)
+    return OutputError(f"cannot write {path} ({exc.strerror or exc})", "check the output directory")
+
+
+def check_output_dir(output_dir: str | os.PathLike) -> Path:
+    """Create ``output_dir`` if needed and prove it writable, before any model work is spent on a job.
+
+    Permission bits are not enough to tell (root ignores them, a read-only mount does not show in
+    them), so a small file is created and removed.
+    """
+    folder = Path(output_dir).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _output_error(exc, folder / ".write-test", folder) from exc
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _output_error(exc, path) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def copy_file_atomic(source: Path, path: Path) -> None:
+    """Copy ``source`` to ``path`` so that ``path`` only ever appears complete."""
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
+
+
+def _slug(text: str, limit: int = 32) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "edit"
+
+
+class StagedFolder:
+    """One edit's result folder, built under a hidden staging name and renamed into place whole.
+
+    The final folder (``YYYYmmdd-HHMMSS-<slug>-<id>``) is never reused; until :meth:`commit` nothing
+    appears under it, so a crash or a cancel never leaves a half-finished result behind a final name.
+    """
+
+    def __init__(self, output_dir: Path, prompt: str):
+        output_dir = Path(output_dir).expanduser()
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(prompt)}-{uuid.uuid4().hex[:6]}"
+        self.final = output_dir / name
+        self.path = output_dir / f".partial-{name}"
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir()
+        except OSError as exc:
+            raise _output_error(exc, self.final, output_dir) from exc
+
+    def commit(self) -> Path:
+        try:
+            os.rename(self.path, self.final)
+        except OSError as exc:
+            raise _output_error(exc, self.final) from exc
+        return self.final
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+

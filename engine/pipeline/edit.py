@@ -1,0 +1,262 @@
+"""The edit, stage by stage: frames -> encode -> invert -> round trip -> edit -> decode -> export.
+
+:func:`run_edit` is the single way an edit runs (the headless command, the worker and the benchmark
+all call it): the seven stages of :data:`engine.events.STAGES`, in that order, each a method of
+:class:`Editor` reported through typed events. The work for a *source* (its frames, latents,
+inversion trajectory and round trip) is done once and shared by every *variant* (prompt + seed) of
+it; the inversion cache wraps encode, invert and round trip (:meth:`Editor.inversion`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+from ..errors import Cancelled
+from ..events import PSNR_EDITED, EditWarning, Event, JobFinished, StageFinished, StageStarted, StepProgress
+from ..params import EditParams
+from ..paths import OUTPUT_FILES
+from .artifacts import EditResult, Inversion, Source, Variant
+from .attention import InjectionPlan
+from .compile_gate import MODEL_GATE
+from .export import SharedVideos, export_variant, job_record, write_latents
+from .frames import file_digest, plan_frames, probe_video, read_frames
+from .inversion_cache import InversionCache, inversion_key
+from .metrics import frames_to_uint8, inversion_metrics, psnr
+from .model import LoadedModel
+from .sampling import Guidance, Injection, StepTimer, sample, seeded_noise
+from .vae import choose_tiling, decode_latents, encode_frames, set_tiling
+
+Emit = Callable[[Event], None]
+CACHED_STAGES = ("encode", "invert", "round_trip")  # the stages an inversion from the cache stands for
+
+
+def run_edit(model: LoadedModel, source_path: str | os.PathLike, variants: list[Variant], params: EditParams,
+             output_dir: str | os.PathLike, emit: Emit | None = None,
+             should_stop: Callable[[], bool] | None = None,
+             save_latents: str | os.PathLike | None = None,
+             cache: InversionCache | None = None) -> list[EditResult]:
+    """Edit ``source_path`` once per variant, sharing one inversion (from ``cache`` when it has it);
+    returns the finished results."""
+    started = dt.datetime.now().astimezone()
+    editor = Editor(model, emit, should_stop, cache)
+    job_ids = tuple(v.job_id for v in variants)
+    source = editor.frames(source_path, params, job_ids)  # 1
+    tiling = editor.vae_tiling(source, params)  # the VAE's tiling for this source's encode and decodes
+    inversion = editor.inversion(source, params, job_ids, tiling)  # 2-4: encode, invert, round trip
+    original, round_trip = frames_to_uint8(source.frames), inversion.round_trip_video.numpy()
+    shared = {OUTPUT_FILES["original"]: original, OUTPUT_FILES["reconstruction"]: round_trip}
+    with SharedVideos(Path(output_dir), shared, source.plan.fps) as shared_videos:  # encoded while the GPU edits
+        edited_latents = editor.edit(inversion, variants, params)  # 5
+        edited_frames = editor.decode(edited_latents, job_ids)  # 6
+        results = editor.export(Path(output_dir), source, inversion, variants, params, edited_latents,  # 7
+                                edited_frames, shared_videos, started)
+    if save_latents:
+        write_latents(Path(save_latents), inversion, results)
+    return results
+
+
+class Editor:
+    """Runs the stages of edits on ``model``; ``emit`` receives every event, ``should_stop`` is polled
+    between stages and before every denoising step (returning True cancels)."""
+
+    def __init__(self, model: LoadedModel, emit: Emit | None = None,
+                 should_stop: Callable[[], bool] | None = None, cache: InversionCache | None = None):
+        self.model = model
+        self.emit = emit or (lambda event: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.cache = cache
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str, job_ids: tuple[str, ...], total_steps: int = 0
+              ) -> Iterator[Callable[[int, int], None]]:
+        """Emit start/finish around a stage; yields the step-progress callback for its loop."""
+        if self.should_stop():
+            raise Cancelled()
+        device = str(self.model.device)
+        self.emit(StageStarted(name, job_ids, total_steps, device=device))
+        start = time.perf_counter()
+        timer = StepTimer(lambda step, total, rate: self.emit(StepProgress(name, job_ids, step, total, rate)))
+        yield timer
+        seconds = time.perf_counter() - start
+        self.timings[name] = self.timings.get(name, 0.0) + seconds
+        self.emit(StageFinished(name, job_ids, seconds, device=device))
+
+    # -- shared per source -------------------------------------------------------------------------
+
+    def frames(self, path: str | Path, params: EditParams, job_ids: tuple[str, ...]) -> Source:
+        """Stage ``frames``: probe the clip, choose its frames and decode them."""
+        with self.stage("frames", job_ids):
+            info = probe_video(path)
+            plan = plan_frames(info, params)
+            frames = read_frames(info, plan)  # [F, C, H, W]
+            digest = file_digest(info.path)
+        return Source(info, plan, digest, frames)
+
+    def vae_tiling(self, source: Source, params: EditParams) -> bool:
+        """Decide the VAE's tiling for ``source`` (``params.vae_tiling``; auto: by free memory) and set it."""
+        tiling = choose_tiling(self.model, params, source.frames.shape[0])
+        set_tiling(self.model, tiling)
+        return tiling
+
+    def inversion(self, source: Source, params: EditParams, job_ids: tuple[str, ...], tiling: bool) -> Inversion:
+        """Stages ``encode``, ``invert`` and ``round_trip``, or the cache's copy of their result (reported
+        as finished with ``cached=True``); a computed inversion is cached."""
+        key = inversion_key(source, params, self.model, tiling) if self.cache is not None else None
+        if self.cache is not None:
+            inversion = self.cache.get(key)
+            for problem in self.cache.problems:
+                self.emit(EditWarning(job_ids, problem))
+            self.cache.problems.clear()
+            if inversion is not None:
+                for name in CACHED_STAGES:
+                    self.emit(StageStarted(name, job_ids, 0))
+                    self.emit(StageFinished(name, job_ids, 0.0, cached=True))
+                return inversion
+        latents = self.encode(source, job_ids)
+        guidance = self.inversion_guidance(params, job_ids)
+        trajectory = self.invert(latents, guidance, params.num_inference_steps, job_ids)
+        inversion = self.round_trip(source, latents, trajectory, guidance, params.num_inference_steps, job_ids)
+        if self.cache is not None:
+            warning = self.cache.put(key, inversion)
+            if warning:
+                self.emit(EditWarning(job_ids, warning))
+        return inversion
+
+    def encode(self, source: Source, job_ids: tuple[str, ...]) -> torch.Tensor:
+        """Stage ``encode``: the source's latents [1, F', C, h, w]."""
+        with self.stage("encode", job_ids):
+            return encode_frames(self.model, source.frames)
+
+    def invert(self, latents: torch.Tensor, guidance: Guidance, steps: int, job_ids: tuple[str, ...]
+               ) -> torch.Tensor:
+        """Stage ``invert``: DDIM inversion keeping the trajectory [steps, 1, F', C, h, w]."""
+        with self.stage("invert", job_ids, steps) as progress:
+            _, trajectory = sample(self.model, self.model.inverse_scheduler(), latents, guidance,
+                                   steps, keep_trajectory=True, progress=progress, should_stop=self.should_stop)
+        return trajectory
+
+    def round_trip(self, source: Source, latents: torch.Tensor, trajectory: torch.Tensor, guidance: Guidance,
+                   steps: int, job_ids: tuple[str, ...]) -> Inversion:
+        """Stage ``round_trip``: the inversion denoised again without the edit, decoded and measured."""
+        with self.stage("round_trip", job_ids, steps) as progress:
+            round_trip, _ = sample(self.model, self.model.forward_scheduler(), trajectory[-1], guidance,
+                                   steps, progress=progress, should_stop=self.should_stop)
+            round_trip_frames = decode_latents(self.model, round_trip)
+            vae_only = decode_latents(self.model, latents)
+        metrics = inversion_metrics(source.frames, round_trip_frames, vae_only)
+        video = torch.from_numpy(frames_to_uint8(round_trip_frames))  # [F, H, W, 3]
+        return Inversion(latents, trajectory, round_trip, video, metrics)
+
+    def inversion_guidance(self, params: EditParams, job_ids: tuple[str, ...]) -> Guidance:
+        """Conditioning of inversion and round trip; guidance between two equal prompts is a no-op and
+        is skipped unless ``literal_guidance`` asks for the reference's doubled batch."""
+        positive = self.encode_prompts([params.inversion_prompt], job_ids)
+        negative = self.encode_prompts([params.negative_prompt], job_ids) if params.inversion_guided else None
+        return Guidance(positive, negative, params.inversion_guidance, params.use_dynamic_cfg)
+
+    # -- per variant -------------------------------------------------------------------------------
+
+    def edit(self, inversion: Inversion, variants: list[Variant], params: EditParams) -> list[torch.Tensor]:
+        """Reconstruct every variant with its prompt under key/value injection, in one batch.
+
+        Rows of each step: edited [uncond_1..K, cond_1..K] then references. The unconditional
+        reference (trajectory latent + negative prompt) is the same for every variant, and so is the
+        conditional one of variants with the same prompt: both are shared exactly.
+        ``shared_reference`` (approximate) shares one reference across all rows.
+        Returns one latent [1, F', C, h, w] per variant.
+        """
+        job_ids = tuple(v.job_id for v in variants)
+        k = len(variants)
+        steps = params.num_inference_steps
+        positive = self.encode_prompts([v.prompt for v in variants], job_ids)  # [K, T, D]
+        guided = params.guidance_scale > 1.0
+        negative = self.encode_prompts([params.negative_prompt], job_ids).expand(k, -1, -1) if guided else None
+        guidance = Guidance(positive, negative, params.guidance_scale, params.use_dynamic_cfg)
+
+        if params.shared_reference:
+            ref_embeds = self.encode_prompts([params.inversion_prompt], job_ids)  # [1, T, D]
+            reference_of = (0,) * (2 * k if guided else k)
+        else:
+            # One conditional reference per distinct prompt: variants that differ only by seed read the
+            # same one (the same latent and text give the same reference, so sharing it is exact).
+            prompts = [v.prompt for v in variants]
+            distinct = list(dict.fromkeys(prompts))
+            firsts = torch.tensor([prompts.index(p) for p in distinct], device=positive.device)
+            conditional_of = tuple(distinct.index(p) for p in prompts)
+            if guided:
+                ref_embeds = torch.cat([negative[:1], positive.index_select(0, firsts)])  # [1 + P, T, D]
+                reference_of = (0,) * k + tuple(1 + r for r in conditional_of)
+            else:
+                ref_embeds = positive.index_select(0, firsts)  # [P, T, D]
+                reference_of = conditional_of
+        trajectory = inversion.trajectory.to(self.model.device)  # the cache keeps it on the CPU
+        injection = Injection(trajectory, ref_embeds, InjectionPlan(len(reference_of), reference_of),
+                              num_steps=round(params.inject_fraction * steps))
+
+        shape = tuple(trajectory.shape[1:])  # (1, F', C, h, w)
+        if params.init == "noise":
+            start = torch.cat([seeded_noise(shape, v.seed, self.model.device) for v in variants])
+        else:
+            start = trajectory[-1].expand(k, *shape[1:])  # [K, F', C, h, w]
+        with self.stage("edit", job_ids, steps) as progress:
+            edited, _ = sample(self.model, self.model.forward_scheduler(), start, guidance, steps,
+                               injection=injection, progress=progress, should_stop=self.should_stop)
+        return [edited[i:i + 1] for i in range(k)]
+
+    def decode(self, latents: list[torch.Tensor], job_ids: tuple[str, ...]) -> list[torch.Tensor]:
+        """VAE-decode each variant's latents to frames [F, C, H, W]."""
+        with self.stage("decode", job_ids, len(latents)) as progress:
+            frames = []
+            for i, lat in enumerate(latents):
+                frames.append(decode_latents(self.model, lat))
+                progress(i + 1, len(latents))
+        return frames
+
+    def export(self, output_dir: Path, source: Source, inversion: Inversion, variants: list[Variant],
+               params: EditParams, latents: list[torch.Tensor], frames: list[torch.Tensor],
+               shared_videos: SharedVideos, started: dt.datetime) -> list[EditResult]:
+        """Stage ``export``: one result folder per variant, each announced as soon as it is on disk (a
+        later variant's failure cannot take it back)."""
+        job_ids = tuple(v.job_id for v in variants)
+        original, round_trip = frames_to_uint8(source.frames), inversion.round_trip_video.numpy()
+        results = []
+        with self.stage("export", job_ids, len(variants)) as progress:
+            shared_files = shared_videos.files()
+            for i, (variant, variant_latents, variant_frames) in enumerate(zip(variants, latents, frames,
+                                                                              strict=False)):
+                metrics = inversion.metrics | {PSNR_EDITED: psnr(variant_frames, source.frames)}
+                record = job_record(variant, source, params, self.model.describe(), self.timings, metrics,
+                                    variants, started)
+                export_start = time.perf_counter()
+                folder = export_variant(output_dir, variant, record, shared_files, original, round_trip,
+                                        frames_to_uint8(variant_frames))
+                timings = self.timings | {"export": time.perf_counter() - export_start}
+                results.append(EditResult(variant, folder, metrics, variant_latents))
+                self.emit(JobFinished(variant.job_id, str(folder),
+                                      {k: str(folder / name) for k, name in OUTPUT_FILES.items()}, metrics, timings))
+                progress(i + 1, len(variants))
+        return results
+
+    def encode_prompts(self, prompts: list[str], job_ids: tuple[str, ...]) -> torch.Tensor:
+        """T5 embeddings [N, T, D] in the model's dtype; warns when a prompt is truncated."""
+        pipeline = self.model.pipeline
+        limit = pipeline.transformer.config.max_text_seq_length
+        for prompt in prompts:
+            ids = pipeline.tokenizer(prompt, add_special_tokens=True).input_ids
+            if len(ids) > limit:
+                kept = pipeline.tokenizer.decode(ids[: limit - 1], skip_special_tokens=True)
+                self.emit(EditWarning(job_ids, f"prompt is {len(ids)} tokens; the text encoder keeps the "
+                                               f"first {limit}: {kept[-60:]!r} is where it stops"))
+        with MODEL_GATE.shared():
+            embeds, _ = pipeline.encode_prompt(prompts, do_classifier_free_guidance=False,
+                                               max_sequence_length=limit, device=self.model.device,
+                                               dtype=self.model.dtype)
+        return embeds

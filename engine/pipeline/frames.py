@@ -1,0 +1,314 @@
+"""Reading a source clip: probing it, choosing frames, and shaping them for the model.
+
+This is the only module that imports decord, and it does so after torch (decord has crashed when
+imported first on some systems: dmlc/decord issues #293 and #324).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import hashlib
+import math
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import decord  # isort: skip  (after torch, see the module docstring)
+
+from ..errors import VideoError
+from ..params import FRAME_MULTIPLE, MIN_FRAMES, EditParams
+
+decord.logging.set_level(decord.logging.QUIET)  # ffmpeg's own log: the engine reports unreadable clips itself
+
+VIDEO_FIX = "give the path of a video file ffmpeg can play (mp4, mov, mkv, webm)"
+RECOPY_FIX = "copy or download the video again (it is incomplete or damaged), or re-encode it with ffmpeg"
+STILL_FIX = f"give a video clip of at least {MIN_FRAMES} frames (mp4, mov, mkv, webm)"
+CONVERT_FIX = "convert it to MP4 first: ffmpeg -i IN -pix_fmt yuv420p OUT.mp4"
+
+# Log lines decord's C++ code and its ffmpeg write straight to file descriptor 2.
+_NATIVE_LOG = re.compile(r"^\[(\d\d:\d\d:\d\d|[\w,-]+ @ 0x[0-9a-f]+)\] ")
+_NATIVE_LOCK = threading.RLock()
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a clip is, as decord reads it."""
+
+    path: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps if self.fps else 0.0
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """Which frames an edit uses and how they are shaped, decided before anything is decoded."""
+
+    indices: tuple[int, ...]
+    stride: int
+    fps: float  # output frame rate
+    decode_size: tuple[int, int]  # (height, width) decord resizes to while decoding
+    crop: tuple[int, int, int, int]  # (top, left, height, width) taken from the decoded frame
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.indices)
+
+
+def sniff_file(head: bytes) -> str | None:
+    """What a file's first bytes say it is, for the formats people mistake for videos.
+
+    Returns "still image (PNG)" and the like, "GIF" or "animated WebP" (animations decord cannot
+    read), "MP4" (an ISO media file), "text", or None when the bytes say nothing conclusive.
+    """
+    stills = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"II*\x00", "TIFF"),
+              (b"MM\x00*", "TIFF"))
+    for magic, kind in stills:
+        if head.startswith(magic):
+            return f"still image ({kind})"
+    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 108, 124):
+        return "still image (BMP)"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "animated WebP" if b"ANIM" in head[:4096] else "still image (WebP)"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"heic", b"heix", b"mif1"):
+            return f"still image ({'AVIF' if brand == b'avif' else 'HEIC'})"
+        return "MP4"
+    if head and b"\x00" not in head:
+        try:  # an incremental decoder tolerates a character cut at the end of ``head``
+            text = codecs.getincrementaldecoder("utf-8")().decode(head)
+        except UnicodeDecodeError:
+            return None
+        if sum(c.isprintable() or c.isspace() for c in text) >= 0.95 * len(text):
+            return "text"
+    return None
+
+
+def check_video_path(path: str | os.PathLike) -> Path:
+    """Fail early, with the reason, for paths that cannot be a video (cheap: no decoding)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise VideoError(f"video not found: {p}", "check the path (a typo, or a relative path from "
+                                                   "another directory?)")
+    if p.is_dir():
+        raise VideoError(f"{p} is a directory, not a video", VIDEO_FIX)
+    if p.stat().st_size == 0:
+        raise VideoError(f"{p} is empty (0 bytes)", "copy the video again; the file holds nothing")
+    try:
+        kind = sniff_file(_head(p))
+    except OSError as exc:
+        raise VideoError(f"cannot open {p} ({exc.strerror or exc})", "check the file's permissions") from exc
+    if kind and kind.startswith("still image"):
+        raise VideoError(f"{p.name} is a {kind}, not a video", STILL_FIX)
+    if kind in ("GIF", "animated WebP"):
+        raise VideoError(f"{p.name} is an {kind.replace('GIF', 'animated GIF')}, which the video reader "
+                         "(decord) cannot decode", CONVERT_FIX)
+    if kind == "text":
+        raise VideoError(f"cannot read {p.name} as a video (it is a text file)", VIDEO_FIX)
+    return p
+
+
+@contextlib.contextmanager
+def _native_stderr() -> Iterator[list[str]]:
+    """Catch what decord's C++ code prints straight to file descriptor 2 while a clip is opened.
+
+    Its log lines (``[12:00:00] .../video_reader.cc:83: ERROR opening ...``) would add noise to the
+    engine's own one-line error, or scribble over the TUI (which draws on stderr); they are collected
+    into the yielded list (filled on exit) to explain a failure. Anything else written to fd 2 in the
+    meantime (the TUI's own drawing) is replayed there unchanged. Only opening is wrapped, which is
+    brief; ffmpeg's logs are silenced for good at import.
+    """
+    lines: list[str] = []
+    with _NATIVE_LOCK, tempfile.TemporaryFile() as sink:
+        try:
+            if sys.stderr:
+                sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(sink.fileno(), 2)
+        except (OSError, ValueError):  # no usable fd 2 (a daemon, a closed stream): nothing to catch
+            saved = None
+        try:
+            yield lines
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+            sink.seek(0)
+            others = b""
+            for line in sink.read().splitlines(keepends=True):
+                if _NATIVE_LOG.match(line.decode("utf-8", "replace")):
+                    lines.append(line.decode("utf-8", "replace").rstrip())
+                else:
+                    others += line
+            while others and saved is not None:
+                others = others[os.write(2, others):]
+
+
+def _reason(exc: BaseException, log: list[str], path: Path) -> tuple[str, str]:
+    """Why decord could not open ``path``, in words, and the fix."""
+    text = " ".join([str(exc), *log])
+    unopened = "Invalid data found" in text or "Error reading" in text
+    broken = ("av_read_frame failed", "Error sending packet", "avcodec_send_packet")
+    if any(b in text for b in broken) or (unopened and _sniff_path(path) == "MP4"):  # an MP4 with no
+        return "the file is truncated or corrupt", RECOPY_FIX  # index (moov), cut or damaged packets
+    if "cannot find video stream" in text:
+        return ("it holds no readable video stream: audio only, or cut short?",
+                "give a file with a video track (mp4, mov, mkv, webm), or copy it again if it was cut short")
+    if unopened:
+        return "ffmpeg does not recognise its format", VIDEO_FIX
+    if "broken metadata" in text:
+        return "its duration and frame count cannot be read", RECOPY_FIX
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = re.sub(r"(\[[\d:]+\] \S+?:\d+: )+", "", first)  # decord's "[time] file.cc:line: " prefixes
+    return first[:100], VIDEO_FIX
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(4096)
+
+
+def _sniff_path(path: Path) -> str | None:
+    try:
+        return sniff_file(_head(path))
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def _decord_errors(path: Path, problem: str) -> Iterator[None]:
+    """Turn decord's failures into ``VideoError("<problem> (<reason>)", fix)``."""
+    try:
+        yield
+    except (decord.DECORDError, RuntimeError, IndexError) as exc:
+        reason, fix = _reason(exc, [], path)
+        raise VideoError(f"{problem} ({reason})", fix) from exc
+
+
+def _open(path: Path, **size: int) -> decord.VideoReader:
+    """A decord reader for ``path``; its C++ error log explains a failure instead of reaching stderr."""
+    failure: BaseException
+    with _native_stderr() as log:
+        try:
+            return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **size)
+        except (decord.DECORDError, RuntimeError, AssertionError) as exc:  # it asserts frames > 0
+            failure = exc
+    reason, fix = _reason(failure, log, path)
+    raise VideoError(f"cannot read {path.name} as a video ({reason})", fix) from failure
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Frame count, frame rate and size of a clip, decoding only its first frame."""
+    p = check_video_path(path)
+    reader = _open(p)
+    num_frames = len(reader)
+    if num_frames == 0:
+        raise VideoError(f"{p.name} holds no video frames", VIDEO_FIX)
+    with _decord_errors(p, f"cannot decode the first frame of {p.name}"):
+        height, width = reader[0].shape[:2]
+        fps = float(reader.get_avg_fps() or 0.0)
+    if not math.isfinite(fps) or fps <= 0:
+        fps = 8.0
+    return VideoInfo(str(p), num_frames, fps, int(width), int(height))
+
+
+def select_frame_indices(num_frames: int, skip_frames_start: int, skip_frames_end: int,
+                         max_num_frames: int, frame_sample_step: int | None) -> tuple[list[int], int]:
+    """The frame numbers an edit keeps, and the stride used.
+
+    Keep [skip_start, len - skip_end); if more than ``max_num_frames`` remain, take every
+    ``frame_sample_step``-th (default: remaining // max_num_frames, the most frames spread over the
+    range); cut to ``max_num_frames``; then drop trailing frames to the largest 8k+1 count, the counts
+    CogVideoX's VAE decodes back to themselves (see engine.params.FRAME_MULTIPLE). Raises VideoError
+    when fewer than MIN_FRAMES remain.
+    """
+    if skip_frames_start + skip_frames_end >= num_frames and num_frames >= MIN_FRAMES:
+        raise VideoError(
+            f"skip_frames_start ({skip_frames_start}) + skip_frames_end ({skip_frames_end}) drop all "
+            f"{num_frames} frames of the clip; an edit needs at least {MIN_FRAMES}",
+            f"lower skip_frames_start/skip_frames_end so that at least {MIN_FRAMES} frames remain")
+    start = min(skip_frames_start, num_frames)
+    end = max(start, num_frames - skip_frames_end)
+    available = end - start
+    stride = 1
+    if available > max_num_frames:
+        stride = frame_sample_step or max(1, available // max_num_frames)
+    indices = list(range(start, end, stride))[:max_num_frames]
+    keep = (len(indices) - 1) // FRAME_MULTIPLE * FRAME_MULTIPLE + 1 if indices else 0
+    if keep < MIN_FRAMES:
+        raise VideoError(
+            f"only {len(indices)} usable frame(s) of {num_frames} after skips and stride; "
+            f"an edit needs at least {MIN_FRAMES}",
+            "use a longer clip, or lower skip_frames_start/skip_frames_end/frame_sample_step")
+    return indices[:keep], stride
+
+
+def plan_frames(info: VideoInfo, params: EditParams) -> FramePlan:
+    """Decide frames, output fps, decode size and crop for ``info`` under ``params``."""
+    indices, stride = select_frame_indices(info.num_frames, params.skip_frames_start,
+                                           params.skip_frames_end, params.max_num_frames,
+                                           params.frame_sample_step)
+    out_h, out_w = params.height, params.width
+    if params.resize == "stretch":
+        decode = (out_h, out_w)
+        crop = (0, 0, out_h, out_w)
+    else:
+        # Scale so the frame covers the target, then take the centre: nothing is stretched.
+        scale = max(out_h / info.height, out_w / info.width)
+        dec_h = max(out_h, math.ceil(info.height * scale - 1e-6))
+        dec_w = max(out_w, math.ceil(info.width * scale - 1e-6))
+        decode = (dec_h, dec_w)
+        crop = ((dec_h - out_h) // 2, (dec_w - out_w) // 2, out_h, out_w)
+    fps = params.fps if params.fps else info.fps / stride
+    return FramePlan(tuple(indices), stride, float(fps), decode, crop)
+
+
+def read_frames(info: VideoInfo, plan: FramePlan) -> torch.Tensor:
+    """Decode only the planned frames, resized while decoding (memory stays bounded for 4K clips).
+
+    Returns float32 frames scaled to [-1, 1], shaped [F, C, H, W].
+    """
+    dec_h, dec_w = plan.decode_size
+    path = Path(info.path)
+    reader = _open(path, height=dec_h, width=dec_w)
+    with _decord_errors(path, f"cannot decode the frames of {path.name}"):
+        batch = reader.get_batch(list(plan.indices)).asnumpy()  # [F, H, W, C] uint8
+    if batch.shape[0] != plan.num_frames:
+        raise VideoError(f"{Path(info.path).name} returned {batch.shape[0]} of {plan.num_frames} frames "
+                         "(truncated?)", "re-encode or re-copy the video")
+    top, left, h, w = plan.crop
+    batch = np.ascontiguousarray(batch[:, top:top + h, left:left + w, :3])
+    frames = torch.from_numpy(batch).permute(0, 3, 1, 2).float()  # [F, C, H, W]
+    return frames.div_(127.5).sub_(1.0)  # in place: no second float copy of the clip
+
+
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes: the identity of a source for caching and history."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_single_frame(path: str | os.PathLike, index: int) -> np.ndarray:
+    """Frame ``index`` (clamped to the clip) of a video as [H, W, 3] uint8: for previews."""
+    reader = _open(check_video_path(path))
+    return reader[max(0, min(index, len(reader) - 1))].asnumpy()

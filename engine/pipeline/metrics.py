@@ -1,0 +1,29 @@
+"""What a result is judged by: PSNR between frame stacks, and frames as uint8 pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..events import PSNR_ROUND_TRIP, PSNR_ROUND_TRIP_VS_VAE, PSNR_VAE
+
+
+def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """[F, C, H, W] in [-1, 1] -> [F, H, W, C] uint8."""
+    pixels = ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of two frame stacks in [-1, 1] (peak = full range)."""
+    a01 = (a.float().clamp(-1, 1) + 1) / 2
+    b01 = (b.float().clamp(-1, 1) + 1) / 2
+    mse = torch.mean((a01 - b01) ** 2).item()
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
+
+
+def inversion_metrics(original: torch.Tensor, round_trip: torch.Tensor, vae_only: torch.Tensor) -> dict[str, float]:
+    """The round trip's PSNR against the original and against the VAE-only decode, and the VAE's own."""
+    return {PSNR_ROUND_TRIP: psnr(round_trip, original), PSNR_ROUND_TRIP_VS_VAE: psnr(round_trip, vae_only),
+            PSNR_VAE: psnr(vae_only, original)}

@@ -1,0 +1,129 @@
+"""The DDIM sampling loop shared by inversion, the round trip and the injected edit.
+
+One loop, readable top to bottom (:func:`sample`): build the batch rows (guidance halves, then the
+reference rows when injecting), run the transformer once, throw the references' predictions away,
+apply classifier-free guidance, take a scheduler step. The inverse scheduler walks the noise up
+(inversion), the forward one walks it down (reconstruction); the loop is the same.
+
+Latents stay float32 between steps; only the transformer's input is cast to the model's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import Cancelled
+from .attention import InjectionPlan
+from .model import LoadedModel
+
+ProgressFn = Callable[[int, int], None]  # (steps done, total)
+StopFn = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Text conditioning of K samples, with classifier-free guidance when ``negative`` is set."""
+
+    positive: torch.Tensor  # [K, T, D]
+    negative: torch.Tensor | None  # [K, T, D]; None: no guidance (scale 1, or a skipped no-op)
+    scale: float = 1.0
+    dynamic: bool = False
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """Embeddings of the edited rows: [uncond_1..K, cond_1..K], or [cond_1..K]."""
+        if self.negative is None:
+            return self.positive
+        return torch.cat([self.negative, self.positive])
+
+    def combine(self, prediction: torch.Tensor, t: torch.Tensor, num_steps: int) -> torch.Tensor:
+        """[rows, ...] model output -> [K, ...] guided prediction."""
+        if self.negative is None:
+            return prediction
+        scale = self.scale
+        if self.dynamic:  # CogVideoXPipeline's cosine schedule, as diffusers writes it
+            scale = 1 + self.scale * (1 - math.cos(math.pi * ((num_steps - t.item()) / num_steps) ** 5.0)) / 2
+        uncond, cond = prediction.chunk(2)
+        return uncond + scale * (cond - uncond)
+
+
+@dataclass(frozen=True)
+class Injection:
+    """Reference rows for key/value injection, taken from an inversion trajectory."""
+
+    trajectory: torch.Tensor  # [steps, 1, F, C, H, W]; entry j is the latent after inverse step j
+    embeds: torch.Tensor  # [R, T, D]: the text each reference row carries
+    plan: InjectionPlan  # which reference each edited row reads
+    num_steps: int  # inject during the first ``num_steps`` steps, then edit alone
+
+    def reference_at(self, step: int) -> torch.Tensor:
+        """Reference latents for forward step ``step``: the trajectory reversed, [R, F, C, H, W]."""
+        latent = self.trajectory[self.trajectory.size(0) - 1 - step]  # [1, F, C, H, W]
+        return latent.expand(self.embeds.size(0), *latent.shape[1:])
+
+
+@torch.no_grad()
+def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guidance, num_steps: int, *,
+           injection: Injection | None = None, keep_trajectory: bool = False,
+           progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run ``num_steps`` DDIM steps of ``scheduler`` from ``latents`` [K, F, C, H, W].
+
+    Returns the final latents [K, F, C, H, W] (float32) and, with ``keep_trajectory``, every step's
+    latents [steps, K, F, C, H, W]. ``should_stop`` is checked before each step (cancellation takes
+    effect within one step); ``progress`` is called after each.
+    """
+    scheduler.set_timesteps(num_steps, device=model.device)
+    timesteps = scheduler.timesteps
+    rotary = model.rotary_embeddings(latents)
+    latents = latents.to(model.device, torch.float32)
+    edited_embeds = guidance.rows  # [E, T, D]
+    repeats = edited_embeds.size(0) // latents.size(0)
+    trajectory = []
+
+    for i, t in enumerate(timesteps):
+        if should_stop is not None and should_stop():
+            raise Cancelled()
+        rows = latents.repeat(repeats, 1, 1, 1, 1)  # [E, F, C, H, W]
+        embeds, plan = edited_embeds, None
+        if injection is not None and i < injection.num_steps:
+            rows = torch.cat([rows, injection.reference_at(i)])  # [E + R, F, C, H, W]
+            embeds = torch.cat([edited_embeds, injection.embeds])
+            plan = injection.plan
+        rows = scheduler.scale_model_input(rows, t).to(model.dtype)
+
+        prediction = model.forward(rows, embeds, t, rotary, plan)
+        prediction = prediction[: edited_embeds.size(0)].float()  # drop the references' predictions
+        prediction = guidance.combine(prediction, t, num_steps)  # [K, F, C, H, W]
+        latents = scheduler.step(prediction, t, latents, return_dict=False)[0].float()
+
+        if keep_trajectory:
+            trajectory.append(latents)
+        if progress is not None:
+            progress(i + 1, len(timesteps))
+
+    return latents, (torch.stack(trajectory) if keep_trajectory else None)
+
+
+def seeded_noise(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
+    """The initial noise of an edit: drawn on the CPU from the seed, so a seed means the same noise
+    on every machine, then moved to ``device``."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
+
+
+class StepTimer:
+    """Turns a stage's step callbacks into (step, total, it/s) progress reports."""
+
+    def __init__(self, report: Callable[[int, int, float], None]):
+        self.report = report
+        self.start = time.perf_counter()
+
+    def __call__(self, step: int, total: int) -> None:
+        elapsed = time.perf_counter() - self.start
+        self.report(step, total, step / elapsed if elapsed > 0 else 0.0)

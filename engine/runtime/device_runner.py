@@ -1,0 +1,274 @@
+"""One device's thread: it loads a pipeline on its GPU (or the CPU) and runs the batches it claims.
+
+A :class:`DeviceRunner` belongs to a :class:`engine.runtime.worker.Worker`, which owns the store, the
+event bus and the queue; the runner reaches it only through :class:`WorkerLink` (the worker's side of
+the contract: publish, claim a batch, wait, log, the store) and asks it for work whenever it is free.
+A failure fails the batch's jobs and the runner takes the next; a lost device retires the runner
+(its jobs fail, the other devices go on).
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from ..config import GIB, DeviceState
+from ..errors import Cancelled, EditError, OutOfMemoryError, one_line
+from ..events import (
+    STOPPED_REASON,
+    EditWarning,
+    EngineReady,
+    EngineStopped,
+    Event,
+    GpuMemory,
+    JobCancelled,
+    JobFailed,
+    JobFinished,
+    JobQueued,
+    JobStarted,
+    StageFinished,
+    StageStarted,
+    WorkerState,
+)
+from ..params import EditParams
+from ..pipeline.artifacts import Variant
+from ..pipeline.compile_gate import MODEL_GATE
+from ..pipeline.edit import run_edit
+from ..pipeline.inversion_cache import InversionCache
+from ..pipeline.model import LoadedModel, free_memory
+from ..store import RUNNING, JobRecord, Store
+
+# Activation memory of one batch row per video token, measured on the 5B architecture in bf16 with
+# compiled blocks (at 49x480x720, above the weights: 7 rows 10.3 GiB, 13 rows 18.2 GiB, 25 rows 33.6 GiB:
+# BENCHMARKS.md), and what is kept free besides (the VAE decode, the trajectory, the allocator's slack).
+ROW_BYTES_PER_TOKEN = 1.34 * GIB / 17776
+RESERVED_BYTES = 6 * GIB
+
+LOADING, IDLE, BUSY, PAUSED, STOPPED, FAILED, RETIRED = (
+    DeviceState.LOADING, DeviceState.IDLE, DeviceState.RUNNING, DeviceState.PAUSED, DeviceState.STOPPED,
+    DeviceState.FAILED, DeviceState.RETIRED)
+OOM_FIX = "use fewer frames (max_num_frames), keep vae_tiling on, or queue fewer variants of a source together"
+DEVICE_LOST_FIX = "this GPU is retired until restart; check nvidia-smi and the driver log, then restart the app"
+
+
+class WorkerLink(Protocol):
+    """What a device thread needs of its worker (engine.runtime.worker.Worker is one)."""
+
+    store: Store
+    output_dir: Path
+    save_latents: Path | None
+    stopping: bool
+    paused: bool
+
+    def publish(self, event: Event) -> None: ...
+    def notify(self) -> None: ...
+    def wait(self, seconds: float) -> None: ...
+    def claim_batch(self, runner: DeviceRunner) -> list[JobRecord]: ...
+    def write_log(self, name: str, exc: BaseException) -> str | None: ...
+
+
+class DeviceRunner:
+    def __init__(self, worker: WorkerLink, device: str, loader: Callable[[str], LoadedModel], cache: InversionCache):
+        self.worker = worker
+        self.device = device
+        self.loader = loader
+        self.cache = cache  # its own memory LRU; the disk folder is shared by all devices
+        self.model: LoadedModel | None = None
+        self.load_error: BaseException | None = None
+        self.state: DeviceState = STOPPED
+        self.running: tuple[str, ...] = ()
+        self.cancel_requested: set[str] = set()
+        self.oom_limit: int | None = None  # variants per batch after an out-of-memory split
+        self.thread: threading.Thread | None = None
+
+    # -- called from any thread --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._main, name=f"cogedit-{self.device}", daemon=True)
+        self.thread.start()
+
+    def batch_limit(self, params: EditParams, configured: int) -> int:
+        """Variants this device edits together: the configured bound, lowered to what its free memory
+        holds (each variant adds 3 rows to a step: its two guidance halves and its reference), and
+        halved after an out-of-memory error."""
+        limit = min(configured, self.oom_limit or configured)
+        if self.model is None or self.model.device.type != "cuda":
+            return max(1, limit)
+        free = free_memory(self.model.device)
+        latent_frames = (params.max_num_frames - 1) // 4 + 1
+        tokens = latent_frames * (params.height // 16) * (params.width // 16)
+        rows = int((free - RESERVED_BYTES) / (ROW_BYTES_PER_TOKEN * tokens))
+        return max(1, min(limit, (rows - 1) // 3))
+
+    def release(self) -> None:
+        """Drop the model and the in-memory inversions (after the thread has stopped) and hand the
+        freed GPU memory back to the driver."""
+        on_gpu = self.model is not None and self.model.device.type == "cuda"
+        self.model = None
+        self.cache.clear_memory()
+        if on_gpu:
+            gc.collect()  # the pipeline's modules refer to one another: free them now, not at some later collection
+            torch.cuda.empty_cache()
+
+    def request_cancel(self, job_id: str) -> bool:
+        if job_id in self.running:
+            self.cancel_requested.add(job_id)
+            return True
+        return False
+
+    # -- the device thread --------------------------------------------------------------------------
+
+    def _publish(self, event: Event) -> None:
+        self.worker.publish(event)
+
+    def _set_state(self, state: DeviceState) -> None:
+        self.state = state
+        self._publish(WorkerState(self.device, state.value, self.running))
+        self.worker.notify()
+
+    def _main(self) -> None:
+        self._set_state(LOADING)
+        self._publish(StageStarted("load", (), 0, device=self.device))
+        try:
+            with MODEL_GATE.shared():  # loading touches modules: not while another device compiles
+                self.model = self.loader(self.device)
+        except Exception as exc:  # EditError: a one-line reason; anything else: the type and first line
+            self.load_error = exc
+            reason = str(exc) if isinstance(exc, EditError) else one_line(exc)
+            self.worker.write_log(f"engine-{self.device.replace(':', '')}", exc)
+            self._publish(EngineStopped(f"the model did not load on {self.device}: {reason}", device=self.device))
+            self._set_state(FAILED)
+            return
+        model = self.model
+        self._publish(StageFinished("load", (), model.load_seconds, device=self.device))
+        precision = model.dtype_name + ("+fp8" if model.fp8 else "")  # the header and log say FP8 is on
+        self._publish(EngineReady(model.model, model.resolved_path, str(model.device), precision,
+                                  model.load_seconds))
+        self._publish_memory()
+        self._set_state(IDLE)
+        while not self.worker.stopping and self.state != RETIRED:
+            batch = self.worker.claim_batch(self)
+            if not batch:
+                self.worker.wait(0.5)
+                waiting = PAUSED if self.worker.paused else IDLE
+                if self.state != waiting:
+                    self._set_state(waiting)
+                continue
+            self._run_batch(batch)
+            if self.state != RETIRED:
+                self._set_state(PAUSED if self.worker.paused else IDLE)
+        if self.state != RETIRED:
+            self._set_state(STOPPED)
+            self._publish(EngineStopped(STOPPED_REASON, device=self.device))
+
+    def _run_batch(self, batch: list[JobRecord]) -> None:
+        """Run claimed jobs (already marked running) as one batch of variants."""
+        self.running, self.cancel_requested = tuple(j.id for j in batch), set()
+        self._set_state(BUSY)
+        for job in batch:
+            self._publish(JobStarted(job.id, device=self.device))
+        variants = [Variant(j.id, j.prompt, j.params.seed) for j in batch]
+        try:
+            run_edit(self.model, batch[0].source, variants, batch[0].params, self.worker.output_dir,
+                     emit=self._emit_from_run, cache=self.cache, save_latents=self.worker.save_latents,
+                     should_stop=lambda: bool(self.cancel_requested) or self.worker.stopping)
+        except Cancelled:
+            self._settle_cancelled(batch)
+        except torch.OutOfMemoryError as exc:
+            self._free_memory()
+            if len(batch) > 1:  # try again with fewer variants at a time before failing anyone
+                self.oom_limit = max(1, len(batch) // 2)
+                self._requeue_unfinished(batch, f"out of GPU memory with {len(batch)} variants in one batch on "
+                                                f"{self.device}; running {self.oom_limit} at a time")
+            else:
+                self._fail(batch, OutOfMemoryError(f"out of GPU memory on {self.device}", OOM_FIX), exc)
+        except EditError as exc:
+            self._fail(batch, exc, exc)
+        except Exception as exc:  # any fault: record it; the device goes on unless it is lost
+            if _device_lost(exc):
+                self._fail(batch, EditError(f"GPU {self.device} failed ({one_line(exc)})", DEVICE_LOST_FIX), exc)
+                self.state = RETIRED
+                self._publish(WorkerState(self.device, RETIRED.value, ()))
+                self._publish(EngineStopped(f"{self.device} retired after a device fault", device=self.device))
+            else:
+                self._fail(batch, None, exc)
+        finally:
+            self.running, self.cancel_requested = (), set()
+            self._publish_memory()
+
+    @property
+    def hot_sources(self) -> set[str]:
+        """Sources whose inversion this device holds in memory."""
+        return self.cache.held_sources()
+
+    def _emit_from_run(self, event: Event) -> None:
+        """Events from a running edit; a finished job is recorded before anyone hears of it."""
+        if isinstance(event, JobFinished):
+            self.worker.store.mark_done(event.job_id, event.output_dir, event.timings, event.metrics)
+        self._publish(event)
+        if isinstance(event, StageFinished):
+            self._publish_memory()
+
+    def _unfinished(self, batch: list[JobRecord]) -> list[JobRecord]:
+        """The jobs of a batch that have not finished (variants already exported stay done)."""
+        store = self.worker.store
+        return [job for job in batch if (record := store.get(job.id)) and record.status == RUNNING]
+
+    def _settle_cancelled(self, batch: list[JobRecord]) -> None:
+        store = self.worker.store
+        for job in self._unfinished(batch):
+            if job.id in self.cancel_requested:
+                store.mark_cancelled(job.id)
+                self._publish(JobCancelled(job.id))
+            elif self.worker.stopping:
+                store.mark_interrupted(job.id, "the app stopped while this job ran")
+            else:  # a batch-mate of a cancelled job: back to the front of the queue
+                store.mark_queued(job.id, front=True)
+                self._publish(JobQueued(job.id, job.source, job.prompt, 1))
+
+    def _requeue_unfinished(self, batch: list[JobRecord], reason: str) -> None:
+        unfinished = self._unfinished(batch)
+        self._publish(EditWarning(tuple(j.id for j in unfinished), reason))
+        for job in reversed(unfinished):  # back to the front, in their order
+            self.worker.store.mark_queued(job.id, front=True)
+            self._publish(JobQueued(job.id, job.source, job.prompt, 1))
+
+    def _fail(self, batch: list[JobRecord], error: EditError | None, exc: BaseException) -> None:
+        reason = str(error) if error is not None else f"{one_line(exc)} (see the log)"
+        for job in self._unfinished(batch):
+            log_path = self.worker.write_log(job.id, exc)
+            self.worker.store.mark_failed(job.id, reason, log_path)
+            self._publish(JobFailed(job.id, reason, log_path, fixable=error is not None))
+
+    def _free_memory(self) -> None:
+        self.cache.clear_memory()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _publish_memory(self) -> None:
+        if self.model is None or self.model.device.type != "cuda":
+            return
+        device = self.model.device
+        self._publish(GpuMemory(str(device), torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device),
+                                torch.cuda.get_device_properties(device).total_memory))
+
+
+def _device_lost(exc: BaseException) -> bool:
+    """A CUDA fault that is not out-of-memory: the device cannot be trusted any more."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and not isinstance(exc, torch.OutOfMemoryError) and (
+        "CUDA error" in text or "device-side assert" in text or "CUDA driver" in text)
+
+
+def log_exception(path, exc: BaseException) -> None:
+    with open(path, "a") as handle:
+        handle.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.write("".join(traceback.format_exception(exc)))
