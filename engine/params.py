@@ -19,7 +19,21 @@ from typing import Any, Literal
 FRAME_MULTIPLE = 8
 MIN_FRAMES = 9
 MAX_FRAMES = 81  # the longest clip CogVideoX-5B handles (49 is what it was trained on)
-SPATIAL_MULTIPLE = 16  # VAE downsamples by 8, the transformer patches by 2
+# CogVideoX's geometry: its VAE compresses time by 4 and space by 8, its transformer patches 2x2.
+VAE_TEMPORAL = 4
+VAE_SPATIAL = 8
+PATCH_SIZE = 2
+SPATIAL_MULTIPLE = VAE_SPATIAL * PATCH_SIZE  # frame sides are multiples of 16
+
+
+def latent_frames(frames: int) -> int:
+    """Latent frames of ``frames`` (4k+1) pixel frames."""
+    return (frames - 1) // VAE_TEMPORAL + 1
+
+
+def video_tokens(frames: int, height: int, width: int) -> int:
+    """Transformer tokens of a clip of ``frames`` frames of ``height`` x ``width`` pixels."""
+    return latent_frames(frames) * (height // SPATIAL_MULTIPLE) * (width // SPATIAL_MULTIPLE)
 
 
 def _param(default: Any, help: str, *, group: str, low: float | None = None, high: float | None = None,

@@ -12,6 +12,7 @@ from engine.bench.cli import main
 from engine.bench.models import TRANSFORMER_5B, build_5b_pipeline, clip_forward_flops, forward_flops, video_tokens
 
 
+@pytest.mark.slow
 def test_tiny_bench_times_both_paths_and_writes_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = ["--arch", "tiny", "--variants", "2", "--steps", "3", "--time-steps", "2", "--approx", "--json", str(out)]
@@ -106,6 +107,7 @@ def test_5b_architecture_has_the_published_sizes_and_leaves_global_state_alone()
     assert len(ids) == 226 and max(ids) < pipeline.text_encoder.config.vocab_size
 
 
+@pytest.mark.slow
 def test_device_scaling_runs_the_queue_through_the_worker_on_each_device_count(tmp_path):
     """``--devices``: the same queue on 1 and 2 (CPU) devices, every job finished and counted."""
     import json

@@ -120,6 +120,7 @@ def test_edit_with_events_jsonl(capsys, tiny_model_path, clip_path, tmp_path):
         assert os.path.isfile(e["outputs"]["edited"])
 
 
+@pytest.mark.slow
 def test_demo_headless_through_the_installed_command(tmp_path):
     """The console script as a user runs it, in a fresh process with its own data dir."""
     env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "data"), XDG_CACHE_HOME=str(tmp_path / "cache"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from engine.pipeline.compile_gate import MODEL_GATE, CompileGate
 
 
@@ -53,6 +55,7 @@ def test_shared_work_runs_side_by_side_and_nested_holds_pass_through():
     assert (gate._shared, gate._exclusive) == (0, False)
 
 
+@pytest.mark.slow
 def test_the_first_forward_of_each_compiled_shape_runs_alone(tiny_model_path, clip_path, tiny_params, tmp_path):
     """In an edit on compiled blocks, each batch shape's first transformer forward (where
     torch.compile compiles) holds the gate alone; every other forward shares it."""

@@ -113,6 +113,7 @@ def test_the_device_benchmark_reports_a_failed_job_and_why(tmp_path, make_clip, 
     assert "FAILED on 2 device(s)" in report and failure.splitlines()[0] in report
 
 
+@pytest.mark.slow
 def test_two_devices_compiling_at_once_finish_every_job(tmp_path, tiny_model_path, make_clip, tiny_params):
     """Compiled blocks on two devices, one compiling a new batch shape while the other runs compiled
     steps: every job finishes (engine.pipeline.compile_gate neither deadlocks nor lets the two meet). On the

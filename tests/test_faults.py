@@ -112,6 +112,7 @@ def _run_until_killed(tmp_path, tiny_model_path, clip_path, where):
     return ids
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["step", "decode", "mp4"])
 def test_sigkill_mid_job_leaves_history_intact_and_the_job_interrupted(tmp_path, tiny_model_path, clip_path, where,
                                                                      tiny_model):

@@ -182,6 +182,7 @@ MEASURE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_long_4k_clip_decodes_only_the_sampled_frames(ffmpeg, tmp_path):
     """Peak RSS (VmHWM, which sees decord's C allocations) grows by far less than the decoded clip."""
     clip = tmp_path / "4k.mp4"

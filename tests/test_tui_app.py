@@ -79,6 +79,7 @@ def rendered_text(widget) -> str:
     return console.export_text()
 
 
+@pytest.mark.slow
 def test_two_variants_from_the_form_finish_and_the_history_previews_them(tmp_path, tiny_model, clip_path):
     app = make_app(tmp_path, tiny_model)
 
@@ -145,6 +146,7 @@ def test_two_variants_from_the_form_finish_and_the_history_previews_them(tmp_pat
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_queue_actions_pause_cancel_move_requeue(tmp_path, tiny_model, clip_path):
     params = build_params(TINY)
     app = make_app(tmp_path, tiny_model)

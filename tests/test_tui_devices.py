@@ -48,6 +48,7 @@ async def until(pilot, predicate, timeout: float = 60.0) -> None:
     raise AssertionError(f"timed out; devices: {lines(pilot.app)}, engine: {pilot.app.engine_state}")
 
 
+@pytest.mark.slow
 def test_two_devices_each_run_a_job_and_the_pane_shows_it(tmp_path, tiny_model_path, make_clip):
     app = two_device_app(tmp_path, tiny_model_path)
     params = build_params({"height": 64, "width": 96, "max_num_frames": 9, "num_inference_steps": 4})

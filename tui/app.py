@@ -43,7 +43,7 @@ from engine.api import (
 )
 
 from .commands import binding_commands
-from .formatting import devices_label, format_psnr, model_name, shorten
+from .formatting import WIDE_COLUMNS, devices_label, format_psnr, model_name, shorten
 from .launch import Launcher, demo_launcher, standard_launcher
 from .messages import EngineClosed, EngineEvent, EngineOpened, EngineOpenFailed, engine_message
 from .progress import ProgressTracker
@@ -52,8 +52,6 @@ from .screens.main import MainScreen
 if TYPE_CHECKING:
     from engine.api import Worker
 
-STYLES = ["styles/app.tcss", "styles/main.tcss", "styles/devices.tcss", "styles/new_edit.tcss",
-          "styles/history.tcss"]
 WORKER_WAIT_SECONDS = 300
 
 
@@ -62,8 +60,10 @@ class CogeditApp(App):
     snapshot tests: no model load, a fixed header)."""
 
     TITLE = "cogedit-tui"
-    CSS_PATH = STYLES
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    # Shared by every screen, and the main screen's (the default screen: Textual loads no CSS_PATH of its
+    # own); the other screens name theirs.
+    CSS_PATH = ["styles/app.tcss", "styles/main.tcss", "styles/devices.tcss"]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_COLUMNS, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
     BINDINGS = [Binding("q", "quit", "Quit", show=False,
                         tooltip="Quit (a running job stops after its current step)")]

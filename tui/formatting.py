@@ -9,6 +9,9 @@ from typing import Any
 
 from engine.api import PARAM_SPECS, PSNR_ROUND_TRIP, EditParams
 
+# Columns from which a screen is wide: the footer shows every key, the panes sit side by side.
+WIDE_COLUMNS = 100
+
 # Parameters worth seeing for every job, changed or not.
 KEY_PARAMS = ("max_num_frames", "height", "width", "num_inference_steps", "guidance_scale", "seed")
 BAR_FULL, BAR_EMPTY = "█", "░"

@@ -21,6 +21,7 @@ from transformers import T5Config, T5EncoderModel
 
 from ..demo import TINY_SIZE
 from ..demo.tiny_model import SCHEDULER_5B, build_tiny_pipeline, offline_tokenizer
+from ..params import VAE_SPATIAL
 
 WEIGHTS_SEED = 5  # random weights of the 5B architecture: fixed, so every run builds the same model
 
@@ -124,9 +125,9 @@ def latent_video_tokens(config: Any, latent_frames: int, latent_height: int, lat
 
 def video_tokens(config: Any, frames: int, height: int, width: int) -> int:
     """Transformer tokens of a clip of ``frames`` pixel frames of ``height`` x ``width`` (the VAE
-    compresses time by ``temporal_compression_ratio`` and space by 8)."""
-    return latent_video_tokens(config, (frames - 1) // config.temporal_compression_ratio + 1, height // 8,
-                               width // 8)
+    compresses time by ``temporal_compression_ratio`` and space by VAE_SPATIAL)."""
+    return latent_video_tokens(config, (frames - 1) // config.temporal_compression_ratio + 1, height // VAE_SPATIAL,
+                               width // VAE_SPATIAL)
 
 
 def forward_flops(config: Any, video: int, text: int, rows: int, injected_rows: int = 0) -> FlopCount:

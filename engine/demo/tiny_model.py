@@ -17,6 +17,7 @@ import torch
 from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
 from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
+from ..params import PATCH_SIZE, VAE_SPATIAL, VAE_TEMPORAL
 from ..pipeline.model import quiet_libraries
 from . import TINY_SIZE
 
@@ -58,12 +59,12 @@ def build_tiny_pipeline(rotary: bool = True) -> CogVideoXPipeline:
         height, width = TINY_SIZE
         transformer = CogVideoXTransformer3DModel(
             num_attention_heads=2, attention_head_dim=16, in_channels=16, out_channels=16, time_embed_dim=32,
-            text_embed_dim=32, num_layers=2, sample_height=height // 8, sample_width=width // 8,
-            sample_frames=9, patch_size=2, temporal_compression_ratio=4, max_text_seq_length=226,
+            text_embed_dim=32, num_layers=2, sample_height=height // VAE_SPATIAL, sample_width=width // VAE_SPATIAL,
+            sample_frames=9, patch_size=PATCH_SIZE, temporal_compression_ratio=VAE_TEMPORAL, max_text_seq_length=226,
             use_rotary_positional_embeddings=rotary)
         vae = AutoencoderKLCogVideoX(
             block_out_channels=(8, 8, 16, 16), latent_channels=16, layers_per_block=1, norm_num_groups=4,
-            temporal_compression_ratio=4, sample_height=height, sample_width=width, scaling_factor=0.7)
+            temporal_compression_ratio=VAE_TEMPORAL, sample_height=height, sample_width=width, scaling_factor=0.7)
     generator = torch.Generator("cpu").manual_seed(TINY_SEED)
     for module in (text_encoder, transformer, vae):
         _reinitialise(module, generator)

@@ -37,7 +37,7 @@ from ..events import (
     StageStarted,
     WorkerState,
 )
-from ..params import EditParams
+from ..params import EditParams, video_tokens
 from ..pipeline.artifacts import Variant
 from ..pipeline.compile_gate import MODEL_GATE
 from ..pipeline.edit import run_edit
@@ -102,8 +102,7 @@ class DeviceRunner:
         if self.model is None or self.model.device.type != "cuda":
             return max(1, limit)
         free = free_memory(self.model.device)
-        latent_frames = (params.max_num_frames - 1) // 4 + 1
-        tokens = latent_frames * (params.height // 16) * (params.width // 16)
+        tokens = video_tokens(params.max_num_frames, params.height, params.width)
         rows = int((free - RESERVED_BYTES) / (ROW_BYTES_PER_TOKEN * tokens))
         return max(1, min(limit, (rows - 1) // 3))
 

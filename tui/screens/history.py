@@ -4,7 +4,7 @@ result's frames (original / reconstruction / edited), parameters, timings, PSNR 
 from __future__ import annotations
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -39,6 +39,7 @@ class ResultDeleted(Message):
 
 
 class HistoryScreen(Screen):
+    CSS_PATH = "../styles/history.tcss"
     BINDINGS = [
         Binding("slash", "focus_search", "Search", key_display="/", tooltip="Search prompts and sources"),
         Binding("comma", "step(-1)", "Frame", key_display=",/.", tooltip="Preview the previous frame"),
@@ -110,13 +111,13 @@ class HistoryScreen(Screen):
         self._show_selected()
         self.refresh_bindings()
 
-    def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "search":
-            self.reload()
+    @on(Input.Changed, "#search")
+    def _search_changed(self) -> None:
+        self.reload()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "search":
-            self.query_one(ResultsTable).focus()
+    @on(Input.Submitted, "#search")
+    def _search_submitted(self) -> None:
+        self.query_one(ResultsTable).focus()
 
     # -- actions -------------------------------------------------------------------------------
 

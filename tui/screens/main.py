@@ -32,7 +32,7 @@ from engine.api import (
     delete_result,
 )
 
-from ..formatting import shorten
+from ..formatting import WIDE_COLUMNS, shorten
 from ..widgets.adaptive_footer import AdaptiveFooter
 from ..widgets.devices_panel import DevicesPanel
 from ..widgets.engine_header import EngineHeader
@@ -43,7 +43,6 @@ from ..widgets.queue_table import QueueTable
 RELOAD_EVENTS = (JobQueued, JobStarted, JobFinished, JobFailed, JobCancelled, EngineStopped, EngineReady)
 PROGRESS_EVENTS = (StageStarted, StepProgress, StageFinished)
 FINISHED = (DONE, FAILED, CANCELLED, INTERRUPTED)
-WIDE = 100  # columns from which the footer has room for every key
 
 
 class MainScreen(Screen):
@@ -142,7 +141,7 @@ class MainScreen(Screen):
         self.query_one(JobDetails).show(record, self.app.tracker.get(record.id) if record else None)
 
     def on_resize(self) -> None:
-        self.refresh_bindings()  # the footer's Quit shows from WIDE columns
+        self.refresh_bindings()  # the footer's Quit shows from WIDE_COLUMNS
 
     def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self._show_details()
@@ -163,7 +162,7 @@ class MainScreen(Screen):
             "pause": engine_open and not self.app.queue_paused,
             "resume": engine_open and self.app.queue_paused,
             "dismiss_job": status in FINISHED,
-            "quit_app": self.size.width >= WIDE,  # narrower, q still quits (the app's binding)
+            "quit_app": self.size.width >= WIDE_COLUMNS,  # narrower, q still quits (the app's binding)
         }
         return applicable.get(action, True)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -57,6 +57,7 @@ class Submitted(Message):
 
 
 class NewEditScreen(Screen):
+    CSS_PATH = "../styles/new_edit.tcss"
     BINDINGS = [
         Binding("ctrl+s", "submit", "Queue", tooltip="Queue one edit per prompt line", priority=True),
         Binding("ctrl+o", "browse", "Browse", tooltip="Pick the source video in a file dialog"),
@@ -116,9 +117,9 @@ class NewEditScreen(Screen):
 
     # -- the source and what the settings keep of it ----------------------------------------------
 
-    def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "source":
-            self._describe_soon()
+    @on(Input.Changed, "#source")
+    def _source_changed(self) -> None:
+        self._describe_soon()
 
     def on_params_form_changed(self, event: ParamsForm.Changed) -> None:
         if event.name in FRAME_PARAMS:
@@ -188,14 +189,22 @@ class NewEditScreen(Screen):
         count = len(self.prompts())
         self.query_one("#submit", Button).label = f"Queue {max(count, 1)} edit{'s' if count > 1 else ''}"
 
-    def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "preset" and event.value is not Select.NULL:
+    @on(Select.Changed, "#preset")
+    def _preset_chosen(self, event: Select.Changed) -> None:
+        if event.value is not Select.NULL:
             self.query_one(ParamsForm).fill(_as_values(self.app.form_presets[event.value]))
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        actions = {"submit": self.action_submit, "close": self.action_close, "browse": self.action_browse}
-        if event.button.id in actions:
-            actions[event.button.id]()
+    @on(Button.Pressed, "#submit")
+    def _submit_pressed(self) -> None:
+        self.action_submit()
+
+    @on(Button.Pressed, "#close")
+    def _close_pressed(self) -> None:
+        self.action_close()
+
+    @on(Button.Pressed, "#browse")
+    def _browse_pressed(self) -> None:
+        self.action_browse()
 
     def action_close(self) -> None:
         self.dismiss(None)

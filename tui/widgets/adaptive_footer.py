@@ -5,9 +5,9 @@ from __future__ import annotations
 from textual import events
 from textual.widgets import Footer
 
-COMPACT_BELOW = 100
+from ..formatting import WIDE_COLUMNS
 
 
 class AdaptiveFooter(Footer):
     def on_resize(self, event: events.Resize) -> None:
-        self.compact = self.app.size.width < COMPACT_BELOW
+        self.compact = self.app.size.width < WIDE_COLUMNS
