@@ -4,12 +4,16 @@ Importing this module is light (no torch, no decord): the TUI imports it at star
 screen at once; functions that need the ML stack import it when first called, which front ends do
 off their UI thread.
 
-- :func:`open_worker` locks the data dir and returns a :class:`engine.runtime.worker.Worker` (see its module
-  doc for submit / cancel / move / pause / resume / requeue / subscribe / start / close).
+- :func:`open_worker` locks the data dir and returns a :class:`engine.runtime.worker.Worker` (see its
+  module doc for submit / cancel / move / pause / resume / requeue / subscribe / start / close, and
+  ``status()``, the snapshot front ends read instead of the device threads).
 - :func:`describe_source` says what a clip is and how many frames the parameters keep.
 - :func:`result_frame_count` and :func:`result_frames` read frames of a finished result's videos.
 - :func:`delete_result` removes a finished job from history and its folder from disk.
 - :func:`check_data_dir_free` refuses a data dir another process holds, without loading torch.
+- :func:`read_job_file` reads a finished result's job.json; :func:`config_flags` and
+  :func:`config_from_flags` are EngineConfig's command-line flags, generated from its fields.
+- The contract, re-exported: parameters, events, errors, DeviceState, result file names, metric keys.
 """
 
 from __future__ import annotations

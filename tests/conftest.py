@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.demo import TINY_SIZE
+
 _SESSION_HOME = None
 
 
@@ -79,8 +81,8 @@ def make_clip(session_home):
     return make
 
 
-# Small, fast settings for the tiny model: 9 frames of 64x96, 6 steps.
-TINY_PARAMS = {"height": 64, "width": 96, "max_num_frames": 9, "num_inference_steps": 6}
+# Small, fast settings for the tiny model: 9 frames at its size (64x96), 6 steps.
+TINY_PARAMS = {"height": TINY_SIZE[0], "width": TINY_SIZE[1], "max_num_frames": 9, "num_inference_steps": 6}
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.api import GIB
 from engine.bench.models import ARCHS
 from engine.demo.sample_clip import write_sample_clip
 from engine.kernels.select import apply_speed
@@ -20,7 +21,6 @@ from engine.store import DONE
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
-GIB = 1024**3
 
 
 @pytest.mark.parametrize("fp8", [False, True], ids=["bf16", "fp8"])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = {"engine.params", "engine.events", "engine.errors", "engine.paths", "engine.store", "engine.config"}
 # Lowest first: a module may import its own rank and those before it (engine.api, the façade, is last).
@@ -38,8 +40,12 @@ def imports(path: Path, top_level_only: bool) -> set[str]:
     return found
 
 
+def package_modules(package: str) -> dict[str, Path]:
+    return {module_name(p): p for p in (ROOT / package).rglob("*.py")}
+
+
 def engine_modules() -> dict[str, Path]:
-    return {module_name(p): p for p in (ROOT / "engine").rglob("*.py")}
+    return package_modules("engine")
 
 
 def wing(module: str) -> str:
@@ -61,8 +67,9 @@ def test_no_engine_module_imports_a_higher_wing():
     assert not upward
 
 
-def test_no_import_circle():
-    modules = engine_modules()
+@pytest.mark.parametrize("package", ["engine", "tui"])
+def test_no_import_circle(package):
+    modules = package_modules(package)
     graph = {name: imports(path, top_level_only=True) & set(modules) - {name} for name, path in modules.items()}
     state: dict[str, int] = {}
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from engine.api import EngineConfig, EngineStopped, GpuMemory, JobSpec, WorkerState, build_params, open_worker
+from engine.api import GIB, EngineConfig, EngineStopped, GpuMemory, JobSpec, WorkerState, build_params, open_worker
 from engine.pipeline.model import load_model
 from tui.app import CogeditApp
 from tui.launch import Launch
@@ -17,7 +17,6 @@ from tui.widgets.engine_header import EngineHeader
 
 pytestmark = pytest.mark.filterwarnings("ignore:Image.Image.getdata is deprecated:DeprecationWarning")
 SIZE = (120, 40)
-GIB = 1024**3
 
 
 def two_device_app(tmp_path, tiny_model_path, start_engine=True) -> CogeditApp:

@@ -57,6 +57,13 @@ def add_engine_flags(parser: argparse.ArgumentParser, top_level: bool = False) -
                         help="show tracebacks")
 
 
+def add_delegated_command(commands: argparse._SubParsersAction, name: str, help: str) -> None:
+    """A command whose arguments an engine package parses itself (``main(argv)`` of its ``cli``
+    module): every argument after the name goes to it untouched, ``--help`` included."""
+    command = commands.add_parser(name, add_help=False, prefix_chars="\0", help=help)
+    command.add_argument("command_args", nargs=argparse.REMAINDER)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cogedit-tui", description="Edit videos with text prompts by DDIM "
                                      "inversion on CogVideoX-5B. With no command, opens the workstation.")
@@ -85,10 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--events", choices=["bars", "jsonl"], default="bars")
     add_engine_flags(demo)
 
-    bench = commands.add_parser("bench", add_help=False, prefix_chars="\0",
-                                help="time the engine against the reference algorithm on the 5B architecture "
-                                     "(cogedit-tui bench --help)")
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    add_delegated_command(commands, "bench", "time the engine against the reference algorithm on the 5B "
+                          "architecture (cogedit-tui bench --help)")
     return parser
 
 
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from engine.bench.cli import main as bench_main  # imports torch: only for this command
 
-            return bench_main(args.bench_args)
+            return bench_main(args.command_args)
         if args.command == "demo":
             return run_demo_command(args) if args.headless else run_app_command(args, demo=True)
         return run_app_command(args)

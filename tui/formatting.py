@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.api import PARAM_SPECS, PSNR_ROUND_TRIP, EditParams
+from engine.api import GIB, OUTPUT_FILES, PARAM_SPECS, PSNR_ROUND_TRIP, EditParams
 
 # Columns from which a screen is wide: the footer shows every key, the panes sit side by side.
 WIDE_COLUMNS = 100
@@ -38,7 +38,7 @@ def format_eta(seconds: float | None) -> str:
 
 
 def format_gib(num_bytes: int) -> str:
-    return f"{num_bytes / 1024 ** 3:.1f}"
+    return f"{num_bytes / GIB:.1f}"
 
 
 def format_timestamp(timestamp: float | None) -> str:
@@ -129,7 +129,7 @@ def result_approximations(output_dir: str | None) -> str | None:
     if not output_dir:
         return None
     try:
-        model = json.loads((Path(output_dir) / "job.json").read_text()).get("model", {})
+        model = json.loads((Path(output_dir) / OUTPUT_FILES["job"]).read_text()).get("model", {})
     except (OSError, ValueError, AttributeError):
         return None
     return model.get("linear_layers") if isinstance(model, dict) else None

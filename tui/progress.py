@@ -46,32 +46,33 @@ class ProgressTracker:
         return self._jobs.get(job_id)
 
     def apply(self, event: Event) -> tuple[str, ...]:
-        if isinstance(event, JobStarted):
-            self._jobs[event.job_id] = JobProgress()
-            return (event.job_id,)
-        if isinstance(event, JobQueued):
-            self._jobs.pop(event.job_id, None)
-            return (event.job_id,)
-        if isinstance(event, StageStarted):
-            for job in self._each(event.job_ids):
-                job.stage, job.step, job.total, job.it_per_s = event.stage, 0, event.total_steps, 0.0
-            return event.job_ids
-        if isinstance(event, StepProgress):
-            for job in self._each(event.job_ids):
-                job.stage, job.step, job.total, job.it_per_s = event.stage, event.step, event.total, event.it_per_s
-            return event.job_ids
-        if isinstance(event, StageFinished):
-            for job in self._each(event.job_ids):
-                job.timings[event.stage] = event.seconds
-                if event.cached:
-                    job.cached.add(event.stage)
-                job.step = job.total
-            return event.job_ids
-        if isinstance(event, (JobFinished, JobFailed, JobCancelled)):
-            job = self._jobs.get(event.job_id)
-            if job is not None:
-                job.stage = None
-            return (event.job_id,)
+        match event:
+            case JobStarted():
+                self._jobs[event.job_id] = JobProgress()
+                return (event.job_id,)
+            case JobQueued():
+                self._jobs.pop(event.job_id, None)
+                return (event.job_id,)
+            case StageStarted():
+                for job in self._each(event.job_ids):
+                    job.stage, job.step, job.total, job.it_per_s = event.stage, 0, event.total_steps, 0.0
+                return event.job_ids
+            case StepProgress():
+                for job in self._each(event.job_ids):
+                    job.stage, job.step, job.total, job.it_per_s = event.stage, event.step, event.total, event.it_per_s
+                return event.job_ids
+            case StageFinished():
+                for job in self._each(event.job_ids):
+                    job.timings[event.stage] = event.seconds
+                    if event.cached:
+                        job.cached.add(event.stage)
+                    job.step = job.total
+                return event.job_ids
+            case JobFinished() | JobFailed() | JobCancelled():
+                job = self._jobs.get(event.job_id)
+                if job is not None:
+                    job.stage = None
+                return (event.job_id,)
         return ()
 
     def _each(self, job_ids: tuple[str, ...]):

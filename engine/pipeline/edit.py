@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import Cancelled
@@ -56,7 +57,7 @@ def run_edit(model: LoadedModel, source_path: str | os.PathLike, variants: list[
         edited_latents = editor.edit(inversion, variants, params)  # 5
         edited_frames = editor.decode(edited_latents, job_ids)  # 6
         results = editor.export(Path(output_dir), source, inversion, variants, params, edited_latents,  # 7
-                                edited_frames, shared_videos, started)
+                                edited_frames, shared_videos, (original, round_trip), started)
     if save_latents:
         write_latents(Path(save_latents), inversion, results)
     return results
@@ -222,11 +223,13 @@ class Editor:
 
     def export(self, output_dir: Path, source: Source, inversion: Inversion, variants: list[Variant],
                params: EditParams, latents: list[torch.Tensor], frames: list[torch.Tensor],
-               shared_videos: SharedVideos, started: dt.datetime) -> list[EditResult]:
+               shared_videos: SharedVideos, shared_frames: tuple[np.ndarray, np.ndarray],
+               started: dt.datetime) -> list[EditResult]:
         """Stage ``export``: one result folder per variant, each announced as soon as it is on disk (a
-        later variant's failure cannot take it back)."""
+        later variant's failure cannot take it back). ``shared_frames``: the original and the round trip
+        as uint8 frames, for the contact sheets."""
         job_ids = tuple(v.job_id for v in variants)
-        original, round_trip = frames_to_uint8(source.frames), inversion.round_trip_video.numpy()
+        original, round_trip = shared_frames  # [F, H, W, 3] uint8, as the shared videos hold them
         results = []
         with self.stage("export", job_ids, len(variants)) as progress:
             shared_files = shared_videos.files()

@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label
 
-from engine.api import DOWN_STATES, EngineStopped, Event, GpuMemory, JobStarted, WorkerState
+from engine.api import DOWN_STATES, DeviceState, EngineStopped, Event, GpuMemory, JobStarted, WorkerState
 
 from ..formatting import format_gib, shorten
 
@@ -26,7 +26,7 @@ PROMPT_WIDTH = 80
 class DeviceView:
     """What the pane knows of one device."""
 
-    state: str = "stopped"
+    state: str = DeviceState.STOPPED.value
     job_ids: tuple[str, ...] = ()
     reason: str = ""  # why it failed or retired
 
@@ -104,7 +104,7 @@ class DevicesPanel(Vertical):
             return
         self._show_all()
 
-    def _view(self, device: str, state: str = "stopped", job_ids: tuple[str, ...] = ()) -> DeviceView:
+    def _view(self, device: str, state: str = DeviceState.STOPPED.value, job_ids: tuple[str, ...] = ()) -> DeviceView:
         view = self.views.get(device)
         if view is None:
             view = self.views[device] = DeviceView(state, job_ids)
@@ -123,7 +123,7 @@ class DevicesPanel(Vertical):
     def _job_text(self, view: DeviceView) -> str:
         if view.state in DOWN_STATES:
             return view.reason
-        if view.state != "running" or not view.job_ids:
+        if view.state != DeviceState.RUNNING or not view.job_ids:
             return ""
         first, count = view.job_ids[0], len(view.job_ids)
         batch = f"{count} variants: " if count > 1 else ""  # before the prompt, which may be cut short

@@ -9,10 +9,12 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Label
 
+from engine.api import DeviceState
+
 from ..formatting import format_gib
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-BUSY_STATES = ("opening", "loading", "running", "stopping")
+BUSY_STATES = ("opening", DeviceState.LOADING, DeviceState.RUNNING, "stopping")  # opening, stopping: the app's own
 DEMO_NOTICE = "DEMO · random weights: the pixels are noise, only the workflow is real"
 
 
@@ -62,9 +64,9 @@ class EngineHeader(Widget):
         mark = SPINNER[self._spin] if state in BUSY_STATES else "●"
         devices, running, down = app.device_counts
         text = state
-        if devices > 1 and state == "running":
+        if devices > 1 and state == DeviceState.RUNNING:
             text += f" {running}/{devices - down}"
-        if app.queue_paused and state == "running":
+        if app.queue_paused and state == DeviceState.RUNNING:
             text += " · queue paused"
         if down and state != "failed":
             text += f" · {down} down"

@@ -70,35 +70,36 @@ class EventLog(RichLog):
                 self.add(Text("         " + tail_line, style="dim"))
 
     def _describe(self, event: Event, prompt_of) -> tuple[str, str] | None:
-        if isinstance(event, StageStarted) and event.stage == "load":
-            return "loading the model …", "bold"
-        if isinstance(event, StageFinished) and event.stage == "load":
-            return None
-        if isinstance(event, EngineReady):
-            return (f"model ready: {model_name(event.model)} on {event.device} ({event.dtype}) in "
-                    f"{format_duration(event.seconds)}", "bold green")
-        if isinstance(event, EngineStopped):
-            return f"engine: {event.reason}", "bold red" if event.reason != "stopped" else "dim"
-        if isinstance(event, JobQueued):
-            return f"queued {event.job_id} “{shorten(event.prompt, PROMPT_WIDTH)}”", ""
-        if isinstance(event, JobStarted):
-            where = f" on {event.device}" if event.device else ""
-            return f"started {event.job_id}{where} “{shorten(prompt_of(event.job_id), PROMPT_WIDTH)}”", ""
-        if isinstance(event, StageStarted):
-            steps = f", {event.total_steps} steps" if event.total_steps else ""
-            return f"{stage_label(event.stage)} started ({len(event.job_ids)} job(s){steps})", "dim"
-        if isinstance(event, StageFinished):
-            how = "from the cache" if event.cached else f"in {format_duration(event.seconds)}"
-            return f"{stage_label(event.stage)} done {how}", "dim"
-        if isinstance(event, EditWarning):
-            return f"warning: {event.message}", "yellow"
-        if isinstance(event, JobFinished):
-            psnr = format_psnr(event.metrics)
-            return f"done {event.job_id}: round-trip PSNR {psnr} → {Path(event.output_dir).name}", "green"
-        if isinstance(event, JobFailed):
-            return f"failed {event.job_id}: {event.reason}", "bold red"
-        if isinstance(event, JobCancelled):
-            return f"cancelled {event.job_id}", "yellow"
+        match event:
+            case StageStarted(stage="load"):
+                return "loading the model …", "bold"
+            case StageFinished(stage="load"):
+                return None
+            case EngineReady():
+                return (f"model ready: {model_name(event.model)} on {event.device} ({event.dtype}) in "
+                        f"{format_duration(event.seconds)}", "bold green")
+            case EngineStopped():
+                return f"engine: {event.reason}", "bold red" if event.fault else "dim"
+            case JobQueued():
+                return f"queued {event.job_id} “{shorten(event.prompt, PROMPT_WIDTH)}”", ""
+            case JobStarted():
+                where = f" on {event.device}" if event.device else ""
+                return f"started {event.job_id}{where} “{shorten(prompt_of(event.job_id), PROMPT_WIDTH)}”", ""
+            case StageStarted():
+                steps = f", {event.total_steps} steps" if event.total_steps else ""
+                return f"{stage_label(event.stage)} started ({len(event.job_ids)} job(s){steps})", "dim"
+            case StageFinished():
+                how = "from the cache" if event.cached else f"in {format_duration(event.seconds)}"
+                return f"{stage_label(event.stage)} done {how}", "dim"
+            case EditWarning():
+                return f"warning: {event.message}", "yellow"
+            case JobFinished():
+                psnr = format_psnr(event.metrics)
+                return f"done {event.job_id}: round-trip PSNR {psnr} → {Path(event.output_dir).name}", "green"
+            case JobFailed():
+                return f"failed {event.job_id}: {event.reason}", "bold red"
+            case JobCancelled():
+                return f"cancelled {event.job_id}", "yellow"
         return None
 
 
