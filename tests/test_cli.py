@@ -160,3 +160,20 @@ def test_a_corrupt_job_json_is_refused_in_one_line(capsys, tmp_path):
     code, _, err = _run(capsys, "edit", "--from-job", str(bad))
     assert code == 2
     assert "cannot use" in _one_line_error(err) and "finished result folder" in err
+
+
+def test_engine_flags_are_generated_from_engine_config():
+    """Every EngineConfig field with a help text is a flag, read back into the config by name."""
+    import dataclasses
+
+    from engine.api import EngineConfig, config_flags, config_from_flags
+    from tui.cli import build_parser
+
+    flagged = {f.name for f in dataclasses.fields(EngineConfig) if f.metadata.get("help")}
+    assert {flag.name for flag in config_flags()} == flagged
+    args = build_parser().parse_args(["--model", "m", "--devices", "cuda:0,cuda:1", "--dtype", "fp16",
+                                      "--attention", "math", "--fp8", "edit", "--output-dir", "out"])
+    config = config_from_flags(vars(args))
+    assert (config.model, config.device, config.dtype, config.attention, config.fp8, str(config.output_dir)) == (
+        "m", "cuda:0,cuda:1", "fp16", "math", True, "out")
+    assert config_from_flags(vars(build_parser().parse_args([]))) == EngineConfig()

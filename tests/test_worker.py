@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import Recorder, finished, open_worker, run_jobs
 
+from engine.api import DeviceState, DeviceStatus, JobMoved
 from engine.events import EditWarning, JobFailed, JobFinished, StageFinished, StageStarted, StepProgress
 from engine.runtime.worker import EngineConfig, JobSpec, Worker
 from engine.store import CANCELLED, DONE, FAILED, QUEUED, DataDirBusy
@@ -156,10 +157,13 @@ def test_a_second_instance_is_refused_with_the_owner(tmp_path, tiny_model):
 
 
 def test_queue_survives_a_restart_and_can_be_reordered(tmp_path, tiny_model, clip_path, tiny_params):
-    worker, _ = open_worker(tmp_path, tiny_model)
+    worker, rec = open_worker(tmp_path, tiny_model)
     try:
+        status = worker.status()  # not started: one stopped device, no job
+        assert status.state == DeviceState.STOPPED and status.devices == (DeviceStatus("cpu", DeviceState.STOPPED),)
         a, b, c = (worker.submit(JobSpec(str(clip_path), p, tiny_params())) for p in ("a", "b", "c"))
         assert worker.move(c.id, -1)
+        rec.wait_for(lambda events: rec.of(JobMoved, job_id=c.id, offset=-1))  # every queue change is an event
         assert worker.cancel(a.id)
     finally:
         worker.close()
