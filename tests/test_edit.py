@@ -173,3 +173,12 @@ def test_cancel_stops_within_a_step_and_leaves_no_result(tiny_model, clip_path, 
     edit_steps = [e.step for e in seen if isinstance(e, StepProgress) and e.stage == "edit"]
     assert edit_steps == [1, 2, 3]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_edit_rows_share_exactly_equal_references():
+    """Variants with the same prompt read one conditional reference; the unconditional rows read one."""
+    from engine.pipeline.sampling import edit_row_layout
+
+    assert edit_row_layout(["a", "b", "a"], guided=True, shared_reference=False) == ((0, 0, 0, 1, 2, 1), (0, 1))
+    assert edit_row_layout(["a", "b", "a"], guided=False, shared_reference=False) == ((0, 1, 0), (0, 1))
+    assert edit_row_layout(["a", "b"], guided=True, shared_reference=True) == ((0, 0, 0, 0), None)

@@ -31,7 +31,7 @@ from .frames import file_digest, plan_frames, probe_video, read_frames
 from .inversion_cache import InversionCache, inversion_key
 from .metrics import frames_to_uint8, inversion_metrics, psnr
 from .model import LoadedModel
-from .sampling import Guidance, Injection, StepTimer, sample, seeded_noise
+from .sampling import Guidance, Injection, StepTimer, edit_row_layout, sample, seeded_noise
 from .vae import choose_tiling, decode_latents, encode_frames, set_tiling
 
 Emit = Callable[[Event], None]
@@ -182,22 +182,13 @@ class Editor:
         negative = self.encode_prompts([params.negative_prompt], job_ids).expand(k, -1, -1) if guided else None
         guidance = Guidance(positive, negative, params.guidance_scale, params.use_dynamic_cfg)
 
-        if params.shared_reference:
+        reference_of, firsts = edit_row_layout([v.prompt for v in variants], guided, params.shared_reference)
+        if firsts is None:  # one reference, the inversion's own text
             ref_embeds = self.encode_prompts([params.inversion_prompt], job_ids)  # [1, T, D]
-            reference_of = (0,) * (2 * k if guided else k)
         else:
-            # One conditional reference per distinct prompt: variants that differ only by seed read the
-            # same one (the same latent and text give the same reference, so sharing it is exact).
-            prompts = [v.prompt for v in variants]
-            distinct = list(dict.fromkeys(prompts))
-            firsts = torch.tensor([prompts.index(p) for p in distinct], device=positive.device)
-            conditional_of = tuple(distinct.index(p) for p in prompts)
+            ref_embeds = positive.index_select(0, torch.tensor(firsts, device=positive.device))  # [P, T, D]
             if guided:
-                ref_embeds = torch.cat([negative[:1], positive.index_select(0, firsts)])  # [1 + P, T, D]
-                reference_of = (0,) * k + tuple(1 + r for r in conditional_of)
-            else:
-                ref_embeds = positive.index_select(0, firsts)  # [P, T, D]
-                reference_of = conditional_of
+                ref_embeds = torch.cat([negative[:1], ref_embeds])  # [1 + P, T, D]
         trajectory = inversion.trajectory.to(self.model.device)  # the cache keeps it on the CPU
         injection = Injection(trajectory, ref_embeds, InjectionPlan(len(reference_of), reference_of),
                               num_steps=round(params.inject_fraction * steps))

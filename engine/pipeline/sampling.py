@@ -110,6 +110,28 @@ def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guida
     return latents, (torch.stack(trajectory) if keep_trajectory else None)
 
 
+def edit_row_layout(prompts: list[str], guided: bool, shared_reference: bool
+                    ) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """Which reference row each edited row reads, for K variants with ``prompts``.
+
+    Edited rows are [uncond_1..K, cond_1..K] (guided) or [cond_1..K]. Exact: the unconditional rows
+    share reference 0 (the trajectory latent with the negative prompt), and the conditional rows of
+    variants with the same prompt share one reference (the same latent and text give the same
+    reference), numbered after it in order of first appearance. Returns ``reference_of`` and the
+    index of each distinct prompt's first variant (its conditional reference's text); with
+    ``shared_reference`` (approximate) every row reads reference 0 and the second is None.
+    """
+    k = len(prompts)
+    if shared_reference:
+        return (0,) * (2 * k if guided else k), None
+    distinct = list(dict.fromkeys(prompts))
+    firsts = tuple(prompts.index(p) for p in distinct)
+    conditional_of = tuple(distinct.index(p) for p in prompts)
+    if guided:
+        return (0,) * k + tuple(1 + r for r in conditional_of), firsts
+    return conditional_of, firsts
+
+
 def seeded_noise(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
     """The initial noise of an edit: drawn on the CPU from the seed, so a seed means the same noise
     on every machine, then moved to ``device``."""
