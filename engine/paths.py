@@ -28,6 +28,14 @@ def default_output_dir() -> Path:
     return data_dir() / "outputs"
 
 
+TOY_MODEL = "toy"  # the name --model takes for the shipped toy model (engine.toy)
+
+
+def toy_model_dir() -> Path:
+    """The trained toy model shipped in the package (engine/toy/model/, a save_pretrained folder)."""
+    return Path(__file__).resolve().parent / "toy" / "model"
+
+
 def tiny_model_dir() -> Path:
     return cache_dir() / "tiny-model"
 

@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_delegated_command(commands, "bench", "time the engine against the reference algorithm on the 5B "
                           "architecture (cogedit-tui bench --help)")
+    add_delegated_command(commands, "eval", "measure edit quality on the trained toy model: success, structure, "
+                          "background, round trip (cogedit-tui eval --help)")
     return parser
 
 
@@ -108,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             from engine.bench.cli import main as bench_main  # imports torch: only for this command
 
             return bench_main(args.command_args)
+        if args.command == "eval":
+            from engine.quality.cli import main as eval_main  # imports torch: only for this command
+
+            return eval_main(args.command_args)
         if args.command == "demo":
             return run_demo_command(args) if args.headless else run_app_command(args, demo=True)
         return run_app_command(args)

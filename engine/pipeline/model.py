@@ -22,6 +22,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import DEFAULT_MODEL
 from ..errors import ModelError
+from ..paths import TOY_MODEL, toy_model_dir
 from .attention import InjectionPlan, InjectionState, install_injection
 from .compile_gate import MODEL_GATE, transformer_call
 
@@ -150,7 +151,9 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
 
 
 def resolve_model_path(model: str) -> tuple[Path, str | None]:
-    """A local pipeline folder for ``model`` (a folder or a hub id), and the hub revision if any."""
+    """A local pipeline folder for ``model`` (``toy``, a folder or a hub id), and the hub revision if any."""
+    if model == TOY_MODEL:
+        return toy_model_dir(), None
     path = Path(model).expanduser()
     if path.exists():
         return path.resolve(), None
