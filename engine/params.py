@@ -81,13 +81,14 @@ class EditParams:
     inversion_guidance: float = _param(1.0, "Classifier-free guidance during inversion (1: none).",
                                        group="sampling", low=1.0, high=30.0)
     init: Literal["noise", "inverted"] = _param(
-        "noise", "Start the edit from seeded noise (as the reference) or from the inverted latent.",
+        "inverted", "Start the edit from the inverted latent (keeps the source's layout better: `cogedit-tui "
+        "eval`) or from seeded noise (as the reference).",
         group="sampling")
     inject_fraction: float = _param(
         1.0, "Share of the steps with key/value injection from the source: more keeps the source, "
         "less follows the prompt.", group="sampling", low=0.0, high=1.0)
-    seed: int = _param(42, "Seed of the initial noise: the same seed gives the same edit.", group="sampling",
-                       low=0, high=2**63 - 1)
+    seed: int = _param(42, "Seed of the initial noise (init=noise): the same seed gives the same edit.",
+                       group="sampling", low=0, high=2**63 - 1)
 
     # Performance: where exact arithmetic can be traded for speed or memory.
     vae_tiling: Literal["auto", "on", "off"] = _param(
@@ -113,7 +114,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # zai-org/CogVideo inference/ddim_inversion.py: 81 frames, stretched, guided empty-prompt inversion.
     "reference": {"max_num_frames": 81, "resize": "stretch", "inversion_guidance": 6.0,
-                  "literal_guidance": True, "fps": 8.0},
+                  "literal_guidance": True, "fps": 8.0, "init": "noise"},
 }
 
 

@@ -54,7 +54,7 @@ def test_variants_of_one_batch_share_the_source_videos_byte_for_byte(tiny_model,
 
 
 def test_same_seed_same_latents_other_seed_other_latents(tiny_model, clip_path, tiny_params, tmp_path):
-    params = tiny_params()
+    params = tiny_params(init="noise")  # the seed draws the initial noise
     (a,), _ = _edit(tiny_model, clip_path, params, tmp_path=tmp_path)
     (b,), _ = _edit(tiny_model, clip_path, params, tmp_path=tmp_path)
     (c,), _ = _edit(tiny_model, clip_path, params, tmp_path=tmp_path, seeds=[7])
@@ -73,8 +73,8 @@ def _edited_latents(model, clip, params, prompts=("a watercolor painting",)):
 
 
 def test_injection_and_init_change_the_result(tiny_model, clip_path, tiny_params):
-    full, _ = _edited_latents(tiny_model, clip_path, tiny_params(inject_fraction=1.0))
-    none, _ = _edited_latents(tiny_model, clip_path, tiny_params(inject_fraction=0.0))
+    full, _ = _edited_latents(tiny_model, clip_path, tiny_params(init="noise", inject_fraction=1.0))
+    none, _ = _edited_latents(tiny_model, clip_path, tiny_params(init="noise", inject_fraction=0.0))
     inverted, _ = _edited_latents(tiny_model, clip_path, tiny_params(init="inverted"))
     assert not torch.allclose(full[0], none[0], atol=1e-4)
     assert not torch.allclose(full[0], inverted[0], atol=1e-4)
@@ -94,7 +94,7 @@ def test_variants_batched_together_equal_variants_run_alone(tiny_model, clip_pat
 def test_seeds_of_one_prompt_share_its_reference_exactly(tiny_model, clip_path, tiny_params):
     """Two seeds of one prompt need one conditional reference, not two: 2 x 2 edited rows + the
     unconditional and the one conditional reference = 6 rows per step; each equals its run alone."""
-    params = tiny_params()
+    params = tiny_params(init="noise")  # seeds matter only when the edit starts from noise
     editor = Editor(tiny_model)
     source = editor.frames(clip_path, params, ("a", "b"))
     inversion = editor.inversion(source, params, ("a", "b"), editor.vae_tiling(source, params))

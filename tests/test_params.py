@@ -14,7 +14,7 @@ def test_defaults_are_the_methods():
     p = build_params()
     assert (p.max_num_frames, p.height, p.width, p.num_inference_steps) == (49, 480, 720, 50)
     assert (p.guidance_scale, p.inversion_guidance, p.inject_fraction, p.seed) == (6.0, 1.0, 1.0, 42)
-    assert (p.init, p.resize, p.inversion_prompt, p.negative_prompt) == ("noise", "crop", "", "")
+    assert (p.init, p.resize, p.inversion_prompt, p.negative_prompt) == ("inverted", "crop", "", "")
 
 
 def test_every_wrong_field_is_reported_at_once():

@@ -50,7 +50,7 @@ ROWS: tuple[Row, ...] = (
         note="the floor: the prompt alone from noise, the source unused"),
     Row("inject 0.5", overrides={"inject_fraction": 0.5}),
     Row("inject 0.25", overrides={"inject_fraction": 0.25}),
-    Row("init inverted", overrides={"init": "inverted"}),
+    Row("init noise", overrides={"init": "noise"}, note="the default until the eval chose init=inverted"),
     Row("guidance 1", overrides={"guidance_scale": 1.0}),
     Row("guidance 3", overrides={"guidance_scale": 3.0}),
     Row("25 steps", overrides={"num_inference_steps": 25}),
