@@ -41,4 +41,5 @@ def tiny_model_dir() -> Path:
 
 
 def sample_clip_path() -> Path:
-    return cache_dir() / "sample" / "moving-shapes.mp4"
+    """The demo's clip: a red ball of the toy world (engine.demo writes it when missing)."""
+    return cache_dir() / "sample" / "toy-world-red-ball.mp4"

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT = {"engine.params", "engine.events", "engine.errors", "engine.paths", "engine.store", "engine.config"}
 # Lowest first: a module may import its own rank and those before it (engine.api, the façade, is last).
-WINGS = ("contract", "output", "pipeline", "kernels", "runtime", "demo", "toy", "bench", "quality", "api")
+WINGS = ("contract", "output", "pipeline", "kernels", "runtime", "toy", "demo", "bench", "quality", "api")
 TUI_MAY_IMPORT = {"engine.api", "engine.demo", "engine.bench.cli", "engine.quality.cli"}
 
 

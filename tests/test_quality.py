@@ -92,3 +92,11 @@ def test_the_suite_is_fixed_by_its_seed_and_edits_every_clip():
         assert (edit.colour != source.colour) == (edit.kind == "colour")
         assert (edit.shape != source.shape) == (edit.kind == "shape")
     assert make_suite(6, seed=1)[0] != scenes
+
+
+def test_the_demo_edits_a_clip_of_the_world_at_the_toy_model_size():
+    from engine.demo import DEMO_PARAMS, DEMO_PROMPTS
+    from engine.toy.world import WORLD_SIZE
+
+    assert (DEMO_PARAMS["height"], DEMO_PARAMS["width"]) == WORLD_SIZE
+    assert all(parse_prompt(prompt) for prompt in DEMO_PROMPTS)

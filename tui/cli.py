@@ -14,9 +14,6 @@ from pathlib import Path
 
 from engine.api import PARAM_SPECS, PRESETS, EditError, ParamsError, ParamSpec, config_flags, one_line
 
-RANDOM_WEIGHTS_NOTICE = ("demo: the tiny model has random weights, so the pixels are noise; "
-                         "only the workflow is real")
-
 
 def _flag(spec: ParamSpec) -> str:
     return "--" + spec.name.replace("_", "-")
@@ -163,9 +160,9 @@ def run_edit_command(args: argparse.Namespace) -> int:
 
 def run_demo_command(args: argparse.Namespace) -> int:
     from engine.api import build_params
-    from engine.demo import DEMO_PARAMS, DEMO_PROMPTS, prepare_demo
+    from engine.demo import DEMO_NOTICE, DEMO_PARAMS, DEMO_PROMPTS, prepare_demo
 
-    print(RANDOM_WEIGHTS_NOTICE, file=sys.stderr)
+    print(f"demo: {DEMO_NOTICE}", file=sys.stderr)
     args.model, clip = prepare_demo(args.model)
     args.device = args.device or "cpu"
     params = build_params(DEMO_PARAMS)

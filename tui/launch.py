@@ -35,7 +35,7 @@ def standard_launcher(config: EngineConfig) -> Launcher:
 
 def demo_launcher(device: str | None = None, dtype: str | None = None, output_dir: Path | None = None,
                   model: str | None = None) -> Launcher:
-    """The demo: build the tiny model and the sample clip when missing, queue the demo's two variants."""
+    """The demo: the toy model and its clip (written when missing), the demo's two variants queued."""
 
     def launch() -> Launch:
         from engine.demo import DEMO_PARAMS, DEMO_PROMPTS, prepare_demo

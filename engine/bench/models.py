@@ -20,8 +20,9 @@ from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXP
 from transformers import T5Config, T5EncoderModel
 
 from ..demo import TINY_SIZE
-from ..demo.tiny_model import SCHEDULER_5B, build_tiny_pipeline, offline_tokenizer
+from ..demo.tiny_model import build_tiny_pipeline
 from ..params import VAE_SPATIAL
+from ..toy.building import SCHEDULER_5B, offline_tokenizer
 
 WEIGHTS_SEED = 5  # random weights of the 5B architecture: fixed, so every run builds the same model
 

@@ -1,16 +1,20 @@
-"""The demo fixtures: the tiny CogVideoX (:mod:`engine.demo.tiny_model`), the moving-shapes clip
-(:mod:`engine.demo.sample_clip`) and the demo's job: two prompt variants of the clip at the tiny
-model's size. Light to import (no torch until :func:`prepare_demo`)."""
+"""The demo fixtures: the demo's job (a clip of the toy world and two prompt variants, edited by the
+trained toy model, engine.toy) and the random tiny CogVideoX the tests use (:mod:`engine.demo.tiny_model`,
+with the moving-shapes clip of :mod:`engine.demo.sample_clip`). Light to import (no torch until
+:func:`prepare_demo`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-TINY_SIZE = (64, 96)  # (height, width) of frames the tiny model is meant for
-DEMO_PROMPTS = ("a watercolor painting of shapes drifting over a pastel gradient",
-                "a neon sign of a red disc and a blue square at night")
-# Small enough that the tiny model's demo finishes in well under a minute on 2 CPU cores.
-DEMO_PARAMS = {"height": TINY_SIZE[0], "width": TINY_SIZE[1], "max_num_frames": 17, "num_inference_steps": 20}
+from ..paths import TOY_MODEL
+
+TINY_SIZE = (64, 96)  # (height, width) of frames the tiny test model is meant for
+DEMO_MODEL = TOY_MODEL
+DEMO_NOTICE = "toy model trained here on coloured shapes, not CogVideoX-5B"  # said by the app and the CLI
+DEMO_SCENE_SEED = 123  # a red ball drifting over a grey background (engine.toy.world)
+DEMO_PROMPTS = ("a green ball", "a yellow ball")
+DEMO_PARAMS = {"height": 64, "width": 96}  # the toy model's size (engine.toy.world.WORLD_SIZE)
 
 
 def demo_clip_path() -> Path:
@@ -21,14 +25,13 @@ def demo_clip_path() -> Path:
 
 
 def prepare_demo(model: str | None = None) -> tuple[str, Path]:
-    """The demo's model (``model``, else the tiny model, built into the cache when missing) and its
-    clip (generated when missing)."""
-    from ..paths import tiny_model_dir
-    from .sample_clip import write_sample_clip
-    from .tiny_model import ensure_tiny_model
+    """The demo's model (``model``, else the shipped toy model) and its clip (generated when missing)."""
+    import torch
 
-    model_path = model or str(ensure_tiny_model(tiny_model_dir()))
+    from ..toy.world import sample_scene
+
     clip = demo_clip_path()
     if not clip.exists():
-        write_sample_clip(clip)
-    return model_path, clip
+        scene = sample_scene(torch.Generator("cpu").manual_seed(DEMO_SCENE_SEED), colour="red", shape="ball")
+        scene.write_mp4(clip)
+    return model or DEMO_MODEL, clip

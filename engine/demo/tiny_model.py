@@ -10,44 +10,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import string
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
-from transformers import T5Config, T5EncoderModel, T5Tokenizer
+from transformers import T5Config, T5EncoderModel
 
 from ..params import PATCH_SIZE, VAE_SPATIAL, VAE_TEMPORAL
 from ..pipeline.model import quiet_libraries
+from ..toy.building import SCHEDULER_5B, offline_tokenizer, reinitialise
 from . import TINY_SIZE
 
 TINY_VERSION = 1  # bump when the architecture or the weight recipe changes
 TINY_SEED = 20261121
-
-# The CogVideoX-5B scheduler configuration (v-prediction, zero-terminal-SNR, trailing spacing).
-SCHEDULER_5B = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                    prediction_type="v_prediction", rescale_betas_zero_snr=True, set_alpha_to_one=True,
-                    snr_shift_scale=1.0, timestep_spacing="trailing", num_train_timesteps=1000, steps_offset=0)
-
-
-def offline_tokenizer() -> T5Tokenizer:
-    """A character-level Unigram T5 tokenizer built in memory: no file from a hub."""
-    chars = string.ascii_lowercase + string.digits + string.punctuation
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    vocab += [("▁" + c, -3.0) for c in chars] + [(c, -4.0) for c in chars]
-    return T5Tokenizer(vocab=vocab, extra_ids=0)
-
-
-def _reinitialise(module: torch.nn.Module, generator: torch.Generator) -> None:
-    """Overwrite every weight from ``generator`` so the model is the same on every machine."""
-    with torch.no_grad():
-        for name, param in sorted(module.named_parameters()):
-            if param.ndim >= 2:
-                fan_in = param[0].numel()
-                param.copy_(torch.randn(param.shape, generator=generator) / fan_in ** 0.5)
-            elif name.endswith("bias"):
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
-
 
 def build_tiny_pipeline(rotary: bool = True) -> CogVideoXPipeline:
     """Two transformer layers of two 16-wide heads, a 4-block VAE, a 2-layer T5."""
@@ -67,7 +42,7 @@ def build_tiny_pipeline(rotary: bool = True) -> CogVideoXPipeline:
             temporal_compression_ratio=VAE_TEMPORAL, sample_height=height, sample_width=width, scaling_factor=0.7)
     generator = torch.Generator("cpu").manual_seed(TINY_SEED)
     for module in (text_encoder, transformer, vae):
-        _reinitialise(module, generator)
+        reinitialise(module, generator)
         module.eval()
     return CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                              scheduler=CogVideoXDDIMScheduler(**SCHEDULER_5B))

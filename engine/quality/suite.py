@@ -27,7 +27,6 @@ from .measure import EditScore, path_distance, score_edit
 
 SUITE_SEED = 777_001  # the held-out suite; training draws from 20261202 + 1..5
 EDIT_KINDS = ("colour", "shape")
-CLIP_FPS = 8.0
 
 
 @dataclass(frozen=True)
@@ -90,15 +89,8 @@ def make_suite(num_clips: int, seed: int = SUITE_SEED, kinds: tuple[str, ...] = 
     return scenes, edits
 
 
-def write_clips(scenes: list[Scene], folder: Path, num_frames: int = WORLD_FRAMES) -> list[Path]:
-    from ..output.video import write_mp4
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, scene in enumerate(scenes):
-        paths.append(folder / f"clip-{i:02d}.mp4")
-        write_mp4(paths[-1], scene.render(num_frames).numpy(), CLIP_FPS)
-    return paths
+def write_clips(scenes: list[Scene], folder: Path) -> list[Path]:
+    return [scene.write_mp4(folder / f"clip-{i:02d}.mp4") for i, scene in enumerate(scenes)]
 
 
 def row_params(row: Row, height: int, width: int):

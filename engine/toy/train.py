@@ -28,8 +28,8 @@ import torch
 from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
 from transformers import T5Config, T5EncoderModel
 
-from ..demo.tiny_model import SCHEDULER_5B, _reinitialise, offline_tokenizer
 from ..pipeline.model import quiet_libraries
+from .building import SCHEDULER_5B, offline_tokenizer, reinitialise
 from .world import WORLD_FRAMES, WORLD_SIZE, all_prompts, render_batch, sample_scene
 
 TEXT_LENGTH = 32  # the transformer's max_text_seq_length: the engine feeds prompts at this length
@@ -53,7 +53,7 @@ def build_untrained(seed: int) -> CogVideoXPipeline:
             max_text_seq_length=TEXT_LENGTH, use_rotary_positional_embeddings=True)
     generator = torch.Generator("cpu").manual_seed(seed)
     for module in (text_encoder, vae, transformer):
-        _reinitialise(module, generator)
+        reinitialise(module, generator)
     text_encoder.requires_grad_(False).eval()
     round_weights(text_encoder)  # trained against the T5 exactly as it is shipped
     return CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,

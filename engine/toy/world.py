@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 WORLD_SIZE = (64, 96)  # (height, width) the toy model was trained at
 WORLD_FRAMES = 9  # frames per training clip (8k+1)
+WORLD_FPS = 8.0  # frame rate of the clips written for the demo and the eval
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30), "green": (30, 190, 40), "blue": (30, 60, 230), "yellow": (230, 210, 30)}
 SHAPES = ("ball", "square", "triangle")
@@ -87,6 +89,15 @@ class Scene:
     def masks(self, num_frames: int) -> torch.Tensor:
         """Where the object is in each frame: [F, H, W] bool."""
         return shape_mask(self.shape, self.centres(num_frames), self.radius, self.height, self.width)
+
+    def write_mp4(self, path: Path, num_frames: int = WORLD_FRAMES, fps: float = WORLD_FPS) -> Path:
+        """Write the clip as an H.264 MP4 (as a user's clip would come)."""
+        from ..output.video import write_mp4
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(path, self.render(num_frames).numpy(), fps)
+        return path
 
     def render(self, num_frames: int = WORLD_FRAMES) -> torch.Tensor:
         """The clip: [F, H, W, 3] uint8."""

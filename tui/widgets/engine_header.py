@@ -10,12 +10,13 @@ from textual.widget import Widget
 from textual.widgets import Label
 
 from engine.api import DeviceState
+from engine.demo import DEMO_NOTICE
 
 from ..formatting import format_gib
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 BUSY_STATES = ("opening", DeviceState.LOADING, DeviceState.RUNNING, "stopping")  # opening, stopping: the app's own
-DEMO_NOTICE = "DEMO · random weights: the pixels are noise, only the workflow is real"
+DEMO_LABEL = f"DEMO · {DEMO_NOTICE}"
 
 
 class EngineHeader(Widget):
@@ -32,7 +33,7 @@ class EngineHeader(Widget):
             yield Label("cogedit-tui", id="header-title")
             yield from (self._model, self._device, self._gpu, self._state)
         if self.app.demo:
-            yield Label(DEMO_NOTICE, id="demo-notice")
+            yield Label(DEMO_LABEL, id="demo-notice")
 
     def on_mount(self) -> None:
         self._timer = self.set_interval(0.12, self._tick, pause=True)
