@@ -1,7 +1,7 @@
 """Regenerate the README's screenshots from a real demo run: ``python scripts/screenshots.py [--out DIR]``.
 
-The demo runs headless on the tiny model (CPU, a few seconds) in a temporary data dir, so the history
-holds real results; the tiny model and the sample clip come from the usual cache. Writes main.svg
+The demo runs on the trained toy model (CPU, under a minute) in a temporary data dir, so the history
+holds real results; the demo's clip comes from the usual cache. Writes main.svg
 (mid-run), new-edit.svg, history.svg at 120x40 and main-80x24.svg, history-80x24.svg.
 """
 
@@ -18,7 +18,7 @@ from textual.widgets import TextArea
 
 SIZE = (120, 40)
 SMALL = (80, 24)
-EXTRA_PROMPT = "a pencil sketch of a red disc and a blue square"
+EXTRA_PROMPT = "a red square"
 
 
 async def capture(out: Path) -> None:
@@ -54,7 +54,7 @@ async def capture(out: Path) -> None:
         await pilot.press("n")
         await until(lambda: isinstance(app.screen, NewEditScreen))
         prompts = app.screen.query_one("#prompts", TextArea)
-        prompts.text = "a watercolor painting of the shapes\nthe shapes made of glass"
+        prompts.text = "a blue ball\na yellow triangle"
         await until(lambda: "keep" in str(app.screen.query_one("#source-summary").render()))
         await pilot.pause(0.3)
         app.save_screenshot("new-edit.svg", str(out))
