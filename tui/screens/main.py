@@ -32,7 +32,7 @@ from engine.api import (
     delete_result,
 )
 
-from ..formatting import WIDE_COLUMNS, shorten
+from ..formatting import shorten
 from ..widgets.adaptive_footer import AdaptiveFooter
 from ..widgets.devices_panel import DevicesPanel
 from ..widgets.engine_header import EngineHeader
@@ -140,9 +140,6 @@ class MainScreen(Screen):
         record = self.selected
         self.query_one(JobDetails).show(record, self.app.tracker.get(record.id) if record else None)
 
-    def on_resize(self) -> None:
-        self.refresh_bindings()  # the footer's Quit shows from WIDE_COLUMNS
-
     def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self._show_details()
         self.refresh_bindings()
@@ -162,7 +159,6 @@ class MainScreen(Screen):
             "pause": engine_open and not self.app.queue_paused,
             "resume": engine_open and self.app.queue_paused,
             "dismiss_job": status in FINISHED,
-            "quit_app": self.size.width >= WIDE_COLUMNS,  # narrower, q still quits (the app's binding)
         }
         return applicable.get(action, True)
 

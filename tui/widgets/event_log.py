@@ -23,7 +23,7 @@ from engine.api import (
     StageStarted,
 )
 
-from ..formatting import format_clock, format_duration, format_psnr, model_name, shorten, stage_label
+from ..formatting import clean, format_clock, format_duration, format_psnr, model_name, shorten, stage_label
 
 LOG_TAIL_BYTES = 4096
 LOG_TAIL_LINES = 12
@@ -67,7 +67,7 @@ class EventLog(RichLog):
         if isinstance(event, JobFailed) and event.log_path:
             self.add(Text(f"         log: {event.log_path}", style="dim"))
             for tail_line in _log_tail(event.log_path):
-                self.add(Text("         " + tail_line, style="dim"))
+                self.add(Text("         " + clean(tail_line), style="dim"))
 
     def _describe(self, event: Event, prompt_of) -> tuple[str, str] | None:
         match event:
@@ -79,7 +79,7 @@ class EventLog(RichLog):
                 return (f"model ready: {model_name(event.model)} on {event.device} ({event.dtype}) in "
                         f"{format_duration(event.seconds)}", "bold green")
             case EngineStopped():
-                return f"engine: {event.reason}", "bold red" if event.fault else "dim"
+                return f"engine: {clean(event.reason)}", "bold red" if event.fault else "dim"
             case JobQueued():
                 return f"queued {event.job_id} “{shorten(event.prompt, PROMPT_WIDTH)}”", ""
             case JobStarted():
@@ -92,12 +92,12 @@ class EventLog(RichLog):
                 how = "from the cache" if event.cached else f"in {format_duration(event.seconds)}"
                 return f"{stage_label(event.stage)} done {how}", "dim"
             case EditWarning():
-                return f"warning: {event.message}", "yellow"
+                return f"warning: {clean(event.message)}", "yellow"
             case JobFinished():
                 psnr = format_psnr(event.metrics)
                 return f"done {event.job_id}: round-trip PSNR {psnr} → {Path(event.output_dir).name}", "green"
             case JobFailed():
-                return f"failed {event.job_id}: {event.reason}", "bold red"
+                return f"failed {event.job_id}: {clean(event.reason)}", "bold red"
             case JobCancelled():
                 return f"cancelled {event.job_id}", "yellow"
         return None

@@ -6,7 +6,7 @@ from rich.text import Text
 
 from engine.api import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, JobRecord
 
-from ..formatting import format_duration, format_eta, progress_bar, source_name, stage_label
+from ..formatting import clean, format_duration, format_eta, progress_bar, source_name, stage_label
 from ..progress import JobProgress
 from .flex_table import FlexTable
 
@@ -27,7 +27,7 @@ class QueueTable(FlexTable):
 
     def _cells(self, record: JobRecord, progress: JobProgress | None) -> list[Text | str]:
         status = Text(record.status, style=self._style(record.status))
-        return [source_name(record.source), record.prompt, status, *self._progress(record, progress)]
+        return [source_name(record.source), clean(record.prompt), status, *self._progress(record, progress)]
 
     def _style(self, status: str) -> str:
         return theme_style(self, STATUS_STYLES.get(status, ""))
@@ -45,7 +45,7 @@ class QueueTable(FlexTable):
             total = sum(record.timings.values()) if record.timings else None
             return Text(f"✓ {format_duration(total)}".strip()), ""
         if record.status in (FAILED, INTERRUPTED) and record.error:
-            return Text(record.error, style="dim"), ""
+            return Text(clean(record.error), style="dim"), ""
         return "", ""
 
 

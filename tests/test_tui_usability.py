@@ -1,0 +1,104 @@
+"""Issue #15 as a new user meets it, driven with Pilot: q quits from the main screen only and asks while
+a job runs; job text never reaches the terminal as escape sequences; honest progress; cancelling."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from test_tui_app import SIZE, TINY, make_app, until
+from textual.geometry import Region
+from textual.widgets import Input, Select
+
+from engine.api import JobSpec, build_params
+from tui.screens.history import HistoryScreen
+from tui.screens.new_edit import NewEditScreen
+
+pytestmark = pytest.mark.filterwarnings("ignore:Image.Image.getdata is deprecated:DeprecationWarning")
+HOSTILE = "a cat\x1b[2J\x1b]0;pwned\x07 on a \u202eroof"
+
+
+def screen_text(app) -> str:
+    """Every character the current screen sends to the terminal."""
+    screen = app.screen
+    lines = []
+    for widget in screen.query("*"):
+        if widget.display and widget.size.area:
+            for strip in widget.render_lines(Region(0, 0, widget.size.width, widget.size.height)):
+                lines.append("".join(segment.text for segment in strip))
+    return "\n".join(lines)
+
+
+def test_q_quits_from_the_main_screen_only(tmp_path, tiny_model, clip_path):
+    app = make_app(tmp_path, tiny_model, start_engine=False)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.store is not None)
+            await pilot.press("n")
+            await until(pilot, lambda: isinstance(app.screen, NewEditScreen))
+            app.screen.query_one("#source", Input).value = str(clip_path)
+            app.screen.query_one("#preset", Select).focus()
+            await pilot.press("q")
+            await pilot.pause(0.2)
+            assert app.is_running and isinstance(app.screen, NewEditScreen)
+            assert app.screen.query_one("#source", Input).value == str(clip_path)  # the form is kept
+            await pilot.press("escape")
+            await pilot.press("h")
+            await until(pilot, lambda: isinstance(app.screen, HistoryScreen))
+            await pilot.press("q")
+            await pilot.pause(0.2)
+            assert app.is_running and isinstance(app.screen, HistoryScreen)
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen.id == "main")
+            await pilot.press("q")  # no job runs: it quits at once
+            await until(pilot, lambda: not app.is_running, timeout=20)
+        assert app.return_code == 0
+
+    asyncio.run(scenario())
+
+
+def test_q_is_in_the_footer_at_80_columns(tmp_path, tiny_model):
+    app = make_app(tmp_path, tiny_model, start_engine=False)
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: app.store is not None)
+            shown = {b.binding.action for b in app.screen.active_bindings.values()
+                     if b.binding.show and b.enabled and b.node is app.screen}
+            assert "quit_app" in shown
+
+    asyncio.run(scenario())
+
+
+def test_the_header_says_stopping_until_the_engine_has_stopped(tmp_path, tiny_model):
+    app = make_app(tmp_path, tiny_model, start_engine=False)
+    app._quitting, app._engine_closed = True, True
+    assert app._engine_state_now() == "stopping"
+    app._engine_shut = True
+    assert app._engine_state_now() == "stopped"
+
+
+def test_job_text_is_shown_without_its_control_characters(tmp_path, tiny_model, clip_path):
+    params = build_params(TINY)
+    app = make_app(tmp_path, tiny_model, start_engine=False, jobs=[JobSpec(str(clip_path), HOSTILE, params)])
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.store is not None and app.store.jobs())
+            record = app.store.jobs()[0]
+            finished = app.store.add(str(clip_path), HOSTILE, params)
+            app.store.mark_failed(finished.id, "decoder said \x1b[31mred\x1b[0m", None)
+            app.main_screen.reload()
+            await pilot.pause(0.2)
+            text = screen_text(app)
+            assert "a cat" in text and "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+            assert "\\x1b[2J" in text  # shown, visibly
+            app.store.mark_done(record.id, str(tmp_path / "gone"), {"edit": 1.0}, {})
+            await pilot.press("h")
+            await until(pilot, lambda: isinstance(app.screen, HistoryScreen))
+            await pilot.pause(0.2)
+            text = screen_text(app)
+            assert "a cat" in text and "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+
+    asyncio.run(scenario())
