@@ -102,3 +102,28 @@ def test_job_text_is_shown_without_its_control_characters(tmp_path, tiny_model, 
             assert "a cat" in text and "\x1b" not in text and "\x07" not in text and "\u202e" not in text
 
     asyncio.run(scenario())
+
+
+def type_fast(app, keys: list[str]) -> None:
+    """Keys as a fast typist sends them: all in the app's queue before the first is handled."""
+    from textual import events
+
+    for key in keys:
+        app.post_message(events.Key(key, key if len(key) == 1 else {"space": " "}.get(key)))
+
+
+def test_keys_typed_right_after_n_and_tab_land_in_the_right_field(tmp_path, tiny_model):
+    app = make_app(tmp_path, tiny_model, start_engine=False)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.store is not None)
+            type_fast(app, ["n", *"clip", "tab", "tab", *"a", "space", *"cat", "tab"])
+            await until(pilot, lambda: isinstance(app.screen, NewEditScreen))
+            await pilot.pause(0.5)
+            form = app.screen
+            assert form.query_one("#source", Input).value == "clip"
+            assert form.query_one("#prompts").text == "a cat"
+            assert app.focused is form.query_one("#preset")
+
+    asyncio.run(scenario())

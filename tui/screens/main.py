@@ -3,6 +3,8 @@ and timings and the event log."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -46,7 +48,10 @@ FINISHED = (DONE, FAILED, CANCELLED, INTERRUPTED)
 
 
 class MainScreen(Screen):
-    BINDINGS = [
+    # Priority bindings run in the app's own message loop as the key arrives, so a screen opened by one
+    # is mounted and focused before the next key is routed: text typed right after n lands in the form.
+    # (This screen has no text field for them to shadow.)
+    BINDINGS = [dataclasses.replace(binding, priority=True) for binding in [
         Binding("n", "new_edit", "New", tooltip="New edit: a clip, prompts and parameters"),
         Binding("c", "duplicate", "Copy", tooltip="Duplicate the selected job into the form, to tweak it"),
         Binding("x", "cancel_job", "Cancel", tooltip="Cancel the selected job (a running one stops within a step)"),
@@ -60,7 +65,7 @@ class MainScreen(Screen):
         Binding("h", "history", "History", tooltip="Browse finished results"),
         Binding("d", "toggle_details", "Details", tooltip="Show or hide the job details pane"),
         Binding("q", "quit_app", "Quit", tooltip="Quit (a running job stops after its current step)"),
-    ]
+    ]]
 
     def __init__(self) -> None:
         super().__init__(id="main")
@@ -162,21 +167,21 @@ class MainScreen(Screen):
         }
         return applicable.get(action, True)
 
-    def action_new_edit(self) -> None:
+    async def action_new_edit(self) -> None:
         from .new_edit import NewEditScreen
 
-        self.app.push_screen(NewEditScreen.fresh(self.app))
+        await open_screen(self.app, NewEditScreen.fresh(self.app))
 
-    def action_duplicate(self) -> None:
+    async def action_duplicate(self) -> None:
         from .new_edit import NewEditScreen
 
         if self.selected is not None:
-            self.app.push_screen(NewEditScreen.from_record(self.app, self.selected))
+            await open_screen(self.app, NewEditScreen.from_record(self.app, self.selected))
 
-    def action_history(self) -> None:
+    async def action_history(self) -> None:
         from .history import HistoryScreen
 
-        self.app.push_screen(HistoryScreen())
+        await open_screen(self.app, HistoryScreen())
 
     def action_cancel_job(self) -> None:
         record = self.selected
@@ -223,3 +228,12 @@ class MainScreen(Screen):
 
     def action_toggle_details(self) -> None:
         self.toggle_class("-details-toggled")
+
+
+async def open_screen(app, screen: Screen, callback=None) -> None:
+    """Push ``screen`` and wait until it is mounted with its first field focused: called from a
+    priority binding, the keys typed meanwhile wait in the app's queue and reach that field."""
+    await app.push_screen(screen, callback)
+    target = getattr(screen, "first_focus", lambda: None)()
+    if target is not None and screen.focused is None:
+        screen.set_focus(target)

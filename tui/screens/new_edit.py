@@ -62,6 +62,9 @@ class NewEditScreen(Screen):
         Binding("ctrl+s", "submit", "Queue", tooltip="Queue one edit per prompt line", priority=True),
         Binding("ctrl+o", "browse", "Browse", tooltip="Pick the source video in a file dialog"),
         Binding("escape", "close", "Close", tooltip="Close the form without queuing anything"),
+        # Priority: focus moves as the key arrives, so the keys typed right after land in the next field.
+        Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
     ]
 
     def __init__(self, *, source: str, prompts: list[str], values: dict[str, Any], preset: str | None) -> None:
@@ -111,9 +114,11 @@ class NewEditScreen(Screen):
         self._update_submit_label()
         if self.initial_source:
             self._describe_soon()
-            self.query_one("#prompts", TextArea).focus()
-        else:
-            self.query_one("#source", Input).focus()
+        self.set_focus(self.first_focus())
+
+    def first_focus(self) -> Input | TextArea:
+        """The prompts when the source is given, else the source."""
+        return self.query_one("#prompts", TextArea) if self.initial_source else self.query_one("#source", Input)
 
     # -- the source and what the settings keep of it ----------------------------------------------
 
