@@ -127,3 +127,39 @@ def test_keys_typed_right_after_n_and_tab_land_in_the_right_field(tmp_path, tiny
             assert app.focused is form.query_one("#preset")
 
     asyncio.run(scenario())
+
+
+def test_a_running_job_shows_its_stage_time_spent_job_eta_and_cancelling(tmp_path, tiny_model, clip_path):
+    import time
+
+    from engine.api import JobStarted, StageFinished, StageStarted
+    from tui.messages import EngineEvent
+    from tui.widgets.queue_table import QueueTable
+
+    app = make_app(tmp_path, tiny_model, start_engine=False,
+                   jobs=[JobSpec(str(clip_path), "a cat", build_params(TINY))])
+
+    async def scenario():
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await until(pilot, lambda: app.store is not None and app.store.jobs())
+            job = app.store.jobs()[0].id
+            app.store.mark_running(job)
+            now = time.time()
+            for event in (JobStarted(job, time=now - 20), StageStarted("frames", (job,), 0, time=now - 20),
+                          StageFinished("frames", (job,), 8.0), StageStarted("encode", (job,), 0, time=now - 12)):
+                app.post_message(EngineEvent(event))
+            table = app.screen.query_one(QueueTable)
+            cells = lambda: [str(cell) for cell in table.get_row_at(0)]  # noqa: E731
+            await until(pilot, lambda: "encode" in cells()[3])
+            await pilot.pause(1.2)  # a tick
+            status, progress, eta = cells()[2:]
+            assert status == "running 2/7"  # the stage counter
+            assert progress.split()[-1] in ("0:12", "0:13", "0:14")  # the time spent in a stage without steps
+            assert eta.endswith("+")  # later stages never measured: a lower bound, said so
+            assert "1 running" in app.screen.query_one("#queue-pane").border_title
+            app.engine.cancel = lambda job_id: True  # the worker's side is the engine's tests'
+            await pilot.press("x")
+            await until(pilot, lambda: cells()[2] == "cancelling")
+            assert any(title == "Cancelling" and "encode stage ends" in message for title, message in app.toasts)
+
+    asyncio.run(scenario())

@@ -37,6 +37,7 @@ from engine.api import (
     JobFailed,
     JobFinished,
     JobRecord,
+    JobStarted,
     Store,
     build_params,
     one_line,
@@ -174,6 +175,8 @@ class CogeditApp(App):
         worker = message.launch.worker
         self.model_label = model_name(worker.config.model)
         self.device_label = devices_label([device.device for device in worker.status().devices])
+        for record in reversed(worker.store.history()[:20]):  # the stage costs for the ETAs, newest last
+            self.tracker.costs.learn_record(record)
         interrupted = worker.store.interrupted_on_open
         if interrupted:
             self.main_screen.note(f"{len(interrupted)} job(s) were interrupted when the app last stopped: "
@@ -198,6 +201,10 @@ class CogeditApp(App):
         event = message.event
         self.tracker.apply(event)
         match event:
+            case JobStarted() if self.store is not None:
+                record = self.store.get(event.job_id)
+                if record is not None:
+                    self.tracker.expect(event.job_id, record.params.num_inference_steps)
             case GpuMemory():  # one per GPU: the header shows their sum
                 self.gpu_by_device[event.device] = (event.allocated_bytes, event.total_bytes)
                 self.gpu_memory = tuple(map(sum, zip(*self.gpu_by_device.values(), strict=False)))

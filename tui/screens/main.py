@@ -34,7 +34,7 @@ from engine.api import (
     delete_result,
 )
 
-from ..formatting import shorten
+from ..formatting import format_eta, shorten, stage_label
 from ..widgets.adaptive_footer import AdaptiveFooter
 from ..widgets.devices_panel import DevicesPanel
 from ..widgets.engine_header import EngineHeader
@@ -54,7 +54,7 @@ class MainScreen(Screen):
     BINDINGS = [dataclasses.replace(binding, priority=True) for binding in [
         Binding("n", "new_edit", "New", tooltip="New edit: a clip, prompts and parameters"),
         Binding("c", "duplicate", "Copy", tooltip="Duplicate the selected job into the form, to tweak it"),
-        Binding("x", "cancel_job", "Cancel", tooltip="Cancel the selected job (a running one stops within a step)"),
+        Binding("x", "cancel_job", "Cancel", tooltip="Cancel the selected job (a running one stops after its step)"),
         Binding("r", "requeue", "Requeue", tooltip="Re-queue the selected failed, cancelled or interrupted job"),
         Binding("K,shift+up", "move(-1)", "Move", key_display="K/J", tooltip="Move the selected job up the queue"),
         Binding("J,shift+down", "move(1)", "Down", show=False, tooltip="Move the selected job down the queue"),
@@ -94,8 +94,10 @@ class MainScreen(Screen):
         for message, style in self._early_notes:
             log.note(message, style)
         self._early_notes = None
+        self.query_one(QueueTable).job_eta = lambda progress: self.app.tracker.job_eta(progress)
         self.reload()
         self.query_one(QueueTable).focus()
+        self.set_interval(1.0, self._tick)
 
     def note(self, message: str, style: str = "dim") -> None:
         """A line of the app's own in the event log."""
@@ -119,6 +121,34 @@ class MainScreen(Screen):
             if isinstance(event, StageFinished) and self.selected_id in event.job_ids:
                 self._show_details()
 
+    def _tick(self) -> None:
+        """Once a second: the running rows' time spent and ETAs, the queue's ETA."""
+        table = self.query_one(QueueTable)
+        for record in self._records.values():
+            if record.status == RUNNING:
+                table.show_progress(record, self.app.tracker.get(record.id))
+        self._show_queue_eta()
+
+    def _show_queue_eta(self) -> None:
+        tracker = self.app.tracker
+        running = [r for r in self._records.values() if r.status == RUNNING]
+        queued = [r for r in self._records.values() if r.status == QUEUED]
+        title = "Queue"
+        if running or queued:
+            left, exact = 0.0, True
+            for record in running:
+                progress = tracker.get(record.id)
+                seconds, job_exact = tracker.job_eta(progress) if progress else (None, False)
+                left, exact = max(left, seconds or 0.0), exact and job_exact
+            devices = max(1, self.app.device_counts[0] - self.app.device_counts[2])
+            for record in queued:
+                seconds, job_exact = tracker.fresh_job_estimate(record.params.num_inference_steps)
+                left, exact = left + seconds / devices, exact and job_exact
+            counts = " · ".join(f"{n} {what}" for n, what in ((len(running), "running"), (len(queued), "queued")) if n)
+            when = format_eta(left) + ("" if exact else "+")
+            title = f"Queue · {counts} · all done in ~{when}" if left else f"Queue · {counts}"
+        self.query_one("#queue-pane").border_title = title
+
     def reload(self) -> None:
         records = self.app.queue_records()
         self._records = {r.id: r for r in records}
@@ -130,6 +160,7 @@ class MainScreen(Screen):
         if not empty and self.focused is None:  # hiding the empty table took its focus
             table.focus()
         self._show_details()
+        self._show_queue_eta()
         self.refresh_bindings()
 
     @property
@@ -188,8 +219,16 @@ class MainScreen(Screen):
         if record is None or self.app.engine is None:
             return
         if self.app.engine.cancel(record.id):
-            what = "stops within a step" if record.status == RUNNING else "removed from the queue"
-            self.notify(f"“{shorten(record.prompt, 50)}” {what}.", title="Cancelled", markup=False)
+            if record.status == RUNNING:
+                self.app.tracker.mark_cancelling(record.id)
+                progress = self.app.tracker.get(record.id)
+                stage = progress.stage if progress else None
+                what = ("stops after its current step" if progress and progress.total
+                        else f"stops when the {stage_label(stage) or 'current'} stage ends (it has no steps)")
+                self.notify(f"“{shorten(record.prompt, 50)}” {what}.", title="Cancelling", markup=False)
+            else:
+                self.notify(f"“{shorten(record.prompt, 50)}” will not run (r re-queues it, del removes the row).",
+                            title="Cancelled", markup=False)
         self.reload()
 
     def action_requeue(self) -> None:
