@@ -284,6 +284,7 @@ def test_quitting_mid_job_interrupts_it_and_frees_the_data_dir(tmp_path, tiny_mo
             await until(pilot, lambda: app.screen.id == "confirm")
             await pilot.press("y")
             await until(pilot, lambda: app.engine_state in ("stopping", "stopped"))
+            await until(pilot, lambda: app.return_code is not None)
         assert app.return_code == 0
 
     asyncio.run(scenario())

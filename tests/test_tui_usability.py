@@ -163,3 +163,36 @@ def test_a_running_job_shows_its_stage_time_spent_job_eta_and_cancelling(tmp_pat
             assert any(title == "Cancelling" and "encode stage ends" in message for title, message in app.toasts)
 
     asyncio.run(scenario())
+
+
+def test_the_form_remembers_the_last_entry_and_the_queued_job_is_selected(tmp_path, tiny_model, clip_path):
+    from textual.widgets import TextArea
+
+    from tui.widgets.queue_table import QueueTable
+
+    app = make_app(tmp_path, tiny_model, start_engine=False,
+                   jobs=[JobSpec(str(clip_path), "first", build_params(TINY))])
+
+    async def scenario():
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await until(pilot, lambda: app.store is not None and app.store.jobs())
+            await pilot.press("n")
+            await until(pilot, lambda: isinstance(app.screen, NewEditScreen))
+            form = app.screen
+            form.query_one("#source", Input).value = str(clip_path)
+            form.query_one("#param-seed", Input).value = "123"
+            await pilot.press("escape")
+            await until(pilot, lambda: app.screen.id == "main")
+            await pilot.press("n")
+            await until(pilot, lambda: isinstance(app.screen, NewEditScreen))
+            assert app.screen.query_one("#source", Input).value == str(clip_path)  # kept
+            assert app.screen.query_one("#param-seed", Input).value == "123"
+            assert app.focused is app.screen.query_one("#prompts", TextArea)  # the source is there: the prompts
+            await pilot.press(*"second")
+            await pilot.press("ctrl+s")
+            await until(pilot, lambda: app.screen.id == "main", timeout=30)
+            table = app.screen.query_one(QueueTable)
+            await until(pilot, lambda: table.row_count == 2)
+            assert app.store.get(table.selected_key).prompt == "second"  # the new job is selected
+
+    asyncio.run(scenario())

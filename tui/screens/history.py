@@ -145,7 +145,7 @@ class HistoryScreen(Screen):
         from .new_edit import NewEditScreen
 
         if self.selected is not None:
-            self.app.push_screen(NewEditScreen.from_record(self.app, self.selected))
+            self.app.push_screen(NewEditScreen.for_app(self.app, self.selected))
 
     def action_copy_path(self) -> None:
         record = self.selected

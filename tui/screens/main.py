@@ -201,13 +201,19 @@ class MainScreen(Screen):
     async def action_new_edit(self) -> None:
         from .new_edit import NewEditScreen
 
-        await open_screen(self.app, NewEditScreen.fresh(self.app))
+        await open_screen(self.app, NewEditScreen.for_app(self.app), self._queued)
 
     async def action_duplicate(self) -> None:
         from .new_edit import NewEditScreen
 
         if self.selected is not None:
-            await open_screen(self.app, NewEditScreen.from_record(self.app, self.selected))
+            await open_screen(self.app, NewEditScreen.for_app(self.app, self.selected), self._queued)
+
+    def _queued(self, records: list[JobRecord] | None) -> None:
+        """The form closed; after queuing, the first new job is selected."""
+        if records:
+            self.reload()
+            self.query_one(QueueTable).select_key(records[0].id)
 
     async def action_history(self) -> None:
         from .history import HistoryScreen
@@ -274,5 +280,5 @@ async def open_screen(app, screen: Screen, callback=None) -> None:
     priority binding, the keys typed meanwhile wait in the app's queue and reach that field."""
     await app.push_screen(screen, callback)
     target = getattr(screen, "first_focus", lambda: None)()
-    if target is not None and screen.focused is None:
+    if target is not None and screen.focused is not target:
         screen.set_focus(target)

@@ -58,6 +58,7 @@ class Submitted(Message):
 
 class NewEditScreen(Screen):
     CSS_PATH = "../styles/new_edit.tcss"
+    AUTO_FOCUS = ""  # on_mount focuses the first field to fill (the scroll container would take it)
     BINDINGS = [
         Binding("ctrl+s", "submit", "Queue", tooltip="Queue one edit per prompt line", priority=True),
         Binding("ctrl+o", "browse", "Browse", tooltip="Pick the source video in a file dialog"),
@@ -84,6 +85,24 @@ class NewEditScreen(Screen):
     def from_record(cls, app: CogeditApp, record: JobRecord) -> NewEditScreen:
         """A job's source, prompt and parameters, to tweak one and queue again."""
         return cls(source=record.source, prompts=[record.prompt], values=_as_values(record.params), preset=None)
+
+    @classmethod
+    def for_app(cls, app: CogeditApp, record: JobRecord | None = None) -> NewEditScreen:
+        """The app's one form, built once and kept (installed): it opens at once after the first time and
+        remembers the last entry; ``record`` fills it with a job's source, prompt and parameters."""
+        form = app.get_screen("new-edit") if app.is_screen_installed("new-edit") else None
+        if form is None:
+            form = cls.from_record(app, record) if record is not None else cls.fresh(app)
+            app.install_screen(form, name="new-edit")
+        elif record is not None:
+            form.load(record)
+        return form
+
+    def load(self, record: JobRecord) -> None:
+        self.query_one("#source", Input).value = record.source
+        self.query_one("#prompts", TextArea).text = record.prompt
+        self.query_one("#preset", Select).value = Select.NULL
+        self.query_one(ParamsForm).fill(_as_values(record.params))
 
     def compose(self) -> ComposeResult:
         presets = list(self.app.form_presets)
@@ -118,7 +137,8 @@ class NewEditScreen(Screen):
 
     def first_focus(self) -> Input | TextArea:
         """The prompts when the source is given, else the source."""
-        return self.query_one("#prompts", TextArea) if self.initial_source else self.query_one("#source", Input)
+        source = self.query_one("#source", Input)
+        return self.query_one("#prompts", TextArea) if source.value.strip() else source
 
     # -- the source and what the settings keep of it ----------------------------------------------
 
@@ -300,6 +320,7 @@ class NewEditScreen(Screen):
         count = len(message.records)
         self.notify(f"{count} edit{'s' if count > 1 else ''} of {source_name(self.source_path)} queued.",
                     title="Queued", markup=False)
+        self.query_one("#prompts", TextArea).text = ""  # the source and parameters stay for the next edit
         self.dismiss(message.records)
 
 
