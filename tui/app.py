@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual import on, work
@@ -25,6 +26,7 @@ from engine.api import (
     DEFAULT_MODEL,
     DONE,
     DOWN_STATES,
+    INTERRUPTED,
     RUNNING,
     DeviceState,
     EditError,
@@ -44,7 +46,7 @@ from engine.api import (
 )
 
 from .commands import binding_commands
-from .formatting import WIDE_COLUMNS, clean, devices_label, format_psnr, model_name, shorten
+from .formatting import WIDE_COLUMNS, clean, devices_label, format_psnr, model_name, plural, shorten
 from .launch import Launcher, demo_launcher, standard_launcher
 from .messages import EngineClosed, EngineEvent, EngineOpened, EngineOpenFailed, engine_message
 from .progress import ProgressTracker
@@ -177,10 +179,12 @@ class CogeditApp(App):
         self.device_label = devices_label([device.device for device in worker.status().devices])
         for record in reversed(worker.store.history()[:20]):  # the stage costs for the ETAs, newest last
             self.tracker.costs.learn_record(record)
-        interrupted = worker.store.interrupted_on_open
+        # Interrupted by a crash (marked on open) or by a quit mid-job (marked then): both wait for an r.
+        interrupted = set(worker.store.interrupted_on_open) | {r.id for r in worker.store.jobs((INTERRUPTED,))}
         if interrupted:
-            self.main_screen.note(f"{len(interrupted)} job(s) were interrupted when the app last stopped: "
-                                  "select one and press r to re-queue it.", "yellow")
+            self.main_screen.note(f"{plural(len(interrupted), 'job')} {'was' if len(interrupted) == 1 else 'were'} "
+                                  "interrupted when the app last stopped: select one and press r to re-queue it.",
+                                  "yellow")
         if not self.start_engine:
             self.main_screen.note("The engine is not started: jobs stay queued.")
         self.sync_engine_state()
@@ -239,6 +243,15 @@ class CogeditApp(App):
         if state == DeviceState.STOPPED and not self.start_engine:
             return "not started"
         return state.value
+
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        """The palette's screenshot: into ~/Downloads where there is one, else the working directory (a
+        server has no Downloads folder)."""
+        if path is None:
+            downloads = Path.home() / "Downloads"
+            path = str(downloads if downloads.is_dir() else Path.cwd())
+        return super().deliver_screenshot(filename, path, time_format)
 
     # -- the queue -----------------------------------------------------------------------------
 

@@ -50,6 +50,16 @@ def format_eta(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 job``, ``2 jobs``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def format_fps(fps: float) -> str:
+    """A frame rate to two decimals at most: ``8``, ``4.29``."""
+    return f"{round(fps, 2):g}"
+
+
 def format_gib(num_bytes: int) -> str:
     return f"{num_bytes / GIB:.1f}"
 

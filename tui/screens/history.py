@@ -59,12 +59,12 @@ class HistoryScreen(Screen):
     def compose(self) -> ComposeResult:
         yield EngineHeader()
         yield Input(placeholder="search prompts and sources ( / )", id="search", compact=True)
+        yield Label("No finished edits yet: they appear here when a job is done.", id="history-empty",
+                    markup=False)
         with Horizontal(id="history-top"):
             yield ResultsTable(id="results")
             yield JobDetails(id="result-details", placeholder="Select a result.")
         yield FramePreview(self.app.image_class, id="preview")
-        yield Label("No finished edits yet: they appear here when a job is done.", id="history-empty",
-                    markup=False)
         yield AdaptiveFooter()
 
     def on_mount(self) -> None:
@@ -89,8 +89,9 @@ class HistoryScreen(Screen):
         self.query_one(ResultsTable).show_rows(rows)
         empty = self.query_one("#history-empty")
         empty.display = not records
-        if not records and search:
-            empty.update(f"No finished edit matches “{search}”.")
+        if not records:
+            empty.update(f"No finished edit matches “{clean(search)}”." if search
+                         else "No finished edits yet: they appear here when a job is done.")
         self._show_selected()
         self.refresh_bindings()
 

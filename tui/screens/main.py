@@ -41,6 +41,7 @@ from ..widgets.engine_header import EngineHeader
 from ..widgets.event_log import EventLog
 from ..widgets.job_details import JobDetails
 from ..widgets.queue_table import QueueTable
+from .confirm import ConfirmScreen
 
 RELOAD_EVENTS = (JobQueued, JobStarted, JobFinished, JobFailed, JobCancelled, EngineStopped, EngineReady)
 PROGRESS_EVENTS = (StageStarted, StepProgress, StageFinished)
@@ -264,9 +265,20 @@ class MainScreen(Screen):
             return
         if record.status == DONE:
             self.app.hidden_jobs.add(record.id)  # its result stays in the history
-        else:
-            delete_result(self.app.engine, record.id)  # nothing was written for it: forget the job
-        self.reload()
+            self.notify(f"“{shorten(record.prompt, 50)}” (its result stays in the history: h).",
+                        title="Dismissed", markup=False)
+            self.reload()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                delete_result(self.app.engine, record.id)  # nothing was written for it: forget the job
+                self.notify(f"“{shorten(record.prompt, 50)}”", title="Job deleted", markup=False)
+                self.reload()
+
+        message = (f"“{shorten(record.prompt, 60)}” ({record.status})\nIt has no result; the job is forgotten "
+                   "and cannot be re-queued.")
+        self.app.push_screen(ConfirmScreen("Delete this job?", message), answered)
 
     async def action_quit_app(self) -> None:
         await self.app.action_quit()

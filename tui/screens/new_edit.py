@@ -30,7 +30,7 @@ from engine.api import (
     describe_source,
 )
 
-from ..formatting import source_name
+from ..formatting import format_fps, source_name
 from ..widgets.adaptive_footer import AdaptiveFooter
 from ..widgets.engine_header import EngineHeader
 from ..widgets.params_form import ParamsForm
@@ -192,8 +192,9 @@ class NewEditScreen(Screen):
             return
         s = message.summary
         summary.update(Text.assemble(
-            f"{s.num_frames} frames · {s.width}×{s.height} · {s.fps:g} fps → the settings keep ",
-            (str(s.kept_frames), "bold"), f" frames (every {_ordinal(s.stride)}), output at {s.output_fps:g} fps"))
+            f"{s.num_frames} frames · {s.width}×{s.height} · {format_fps(s.fps)} fps → the settings keep ",
+            (str(s.kept_frames), "bold"),
+            f" frames (every {_ordinal(s.stride)}), output at {format_fps(s.output_fps)} fps"))
 
     @property
     def source_path(self) -> str:
