@@ -100,11 +100,11 @@ def test_a_job_interrupted_by_a_quit_is_noted_at_the_next_start(tmp_path, tiny_m
     asyncio.run(scenario())
 
 
-def test_the_footer_drops_the_palette_key_below_80_columns(tmp_path, tiny_model):
+def test_the_footer_drops_the_palette_key_below_100_columns(tmp_path, tiny_model):
     app = make_app(tmp_path, tiny_model, start_engine=False)
 
     async def scenario():
-        async with app.run_test(size=(60, 20)) as pilot:
+        async with app.run_test(size=(80, 24)) as pilot:
             await until(pilot, lambda: app.store is not None)
             await pilot.pause(0.2)
             assert not app.screen.query_one(AdaptiveFooter).show_command_palette

@@ -7,12 +7,10 @@ from textual.widgets import Footer
 
 from ..formatting import WIDE_COLUMNS
 
-NARROW_COLUMNS = 80
-
 
 class AdaptiveFooter(Footer):
     def on_resize(self, event: events.Resize) -> None:
         self.compact = self.app.size.width < WIDE_COLUMNS
-        # Below 80 columns the palette's key would be cut to a stray word over the last binding; ctrl+p
-        # still opens it (the README says so).
-        self.show_command_palette = self.app.size.width >= NARROW_COLUMNS
+        # Narrower, the palette's key would cut the last binding (Quit) short, or show as a stray word; ctrl+p
+        # still opens it (the README and the event log's first line say so).
+        self.show_command_palette = self.app.size.width >= WIDE_COLUMNS
