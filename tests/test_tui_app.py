@@ -374,6 +374,8 @@ def test_a_failing_job_toasts_its_reason_and_the_log_keeps_the_detail(tmp_path, 
         async with app.run_test(size=SIZE, notifications=True) as pilot:
             await until(pilot, lambda: app.store is not None and app.store.jobs()
                         and app.store.jobs()[0].status == "failed")
+            # The store says failed before the event reaches the app: wait for the toast.
+            await until(pilot, lambda: any(title == "Edit failed" for title, _ in app.toasts))
             await pilot.pause(0.3)
             reason = app.store.jobs()[0].error
             assert "usable frame" in reason
