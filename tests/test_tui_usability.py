@@ -196,3 +196,21 @@ def test_the_form_remembers_the_last_entry_and_the_queued_job_is_selected(tmp_pa
             assert app.store.get(table.selected_key).prompt == "second"  # the new job is selected
 
     asyncio.run(scenario())
+
+
+def test_cancelling_a_queued_job_says_what_happens_to_its_row(tmp_path, tiny_model, clip_path):
+    from tui.widgets.queue_table import QueueTable
+
+    app = make_app(tmp_path, tiny_model, start_engine=False,
+                   jobs=[JobSpec(str(clip_path), "a cat", build_params(TINY))])
+
+    async def scenario():
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await until(pilot, lambda: app.store is not None and app.store.jobs())
+            await pilot.press("x")
+            table = app.screen.query_one(QueueTable)
+            await until(pilot, lambda: str(table.get_row_at(0)[2]) == "cancelled")
+            message = next(message for title, message in app.toasts if title == "Cancelled")
+            assert "will not run" in message and "removed" not in message  # the row stays: r or del
+
+    asyncio.run(scenario())
