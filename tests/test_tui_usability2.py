@@ -138,3 +138,24 @@ def test_frame_rates_plurals_and_the_picker_offer_what_the_engine_takes():
     assert format_fps(30 / 7) == "4.29" and format_fps(8.0) == "8" and format_fps(29.97) == "29.97"
     assert plural(1, "job") == "1 job" and plural(2, "job") == "2 jobs"
     assert ".gif" not in VIDEO_EXTENSIONS  # decord cannot read it: the picker does not offer it
+
+
+def test_the_demo_does_not_queue_its_prompts_again_once_they_ran(tmp_path, monkeypatch, tiny_model_path):
+    from engine.demo import DEMO_PROMPTS
+    from tui.launch import demo_launcher
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    launch = demo_launcher(model=str(tiny_model_path))
+    first = launch()
+    try:
+        assert [job.prompt for job in first.initial_jobs] == list(DEMO_PROMPTS)
+        records = first.worker.submit_many(first.initial_jobs)
+        first.worker.store.mark_done(records[0].id, str(tmp_path / "out"), {}, {})  # one ran, one is queued
+    finally:
+        first.worker.close()
+    second = launch()
+    try:
+        assert second.initial_jobs == []
+    finally:
+        second.worker.close()
