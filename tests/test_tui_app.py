@@ -140,7 +140,7 @@ def test_two_variants_from_the_form_finish_and_the_history_previews_them(tmp_pat
             await until(pilot, lambda: [r.prompt for r in app.store.history()] == ["a cat"])
             deleted = next(r for r in records if r.prompt == "a dog")
             assert not Path(deleted.output_dir).exists()
-            await pilot.press("q")
+            await pilot.press("escape", "q")  # q quits from the queue screen only
         assert app.return_code == 0
 
     asyncio.run(scenario())
@@ -280,8 +280,11 @@ def test_quitting_mid_job_interrupts_it_and_frees_the_data_dir(tmp_path, tiny_mo
         async with app.run_test(size=SIZE, notifications=True) as pilot:
             await until(pilot, lambda: (p := app.tracker.get(app.store.jobs()[0].id) if app.store and app.store.jobs()
                                         else None) is not None and p.stage == "invert" and p.step > 0)
-            await pilot.press("q")
+            await pilot.press("q")  # a job runs: it asks first
+            await until(pilot, lambda: app.screen.id == "confirm")
+            await pilot.press("y")
             await until(pilot, lambda: app.engine_state in ("stopping", "stopped"))
+            await until(pilot, lambda: app.return_code is not None)
         assert app.return_code == 0
 
     asyncio.run(scenario())
@@ -368,6 +371,8 @@ def test_a_failing_job_toasts_its_reason_and_the_log_keeps_the_detail(tmp_path, 
         async with app.run_test(size=SIZE, notifications=True) as pilot:
             await until(pilot, lambda: app.store is not None and app.store.jobs()
                         and app.store.jobs()[0].status == "failed")
+            # The store says failed before the event reaches the app: wait for the toast.
+            await until(pilot, lambda: any(title == "Edit failed" for title, _ in app.toasts))
             await pilot.pause(0.3)
             reason = app.store.jobs()[0].error
             assert "usable frame" in reason

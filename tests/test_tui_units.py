@@ -78,3 +78,22 @@ def test_an_fp8_result_is_marked_and_an_exact_or_unreadable_one_is_not(tmp_path)
     assert result_approximations(str(exact)) is None
     assert result_approximations(str(corrupt)) is None
     assert result_approximations(str(tmp_path / "gone")) is None and result_approximations(None) is None
+
+
+def test_the_job_eta_covers_every_stage_left_and_says_when_it_is_a_lower_bound():
+    tracker = ProgressTracker()
+    tracker.apply(JobStarted("a"))
+    tracker.expect("a", 10)
+    tracker.apply(StageStarted("invert", ("a",), 10))
+    tracker.apply(StepProgress("invert", ("a",), 5, 10, 1.0))
+    progress = tracker.get("a")
+    seconds, exact = tracker.job_eta(progress)
+    assert not exact and seconds >= 5 + 10 + 10  # this stage, then round trip and edit at the same speed
+    for stage, spent in (("round_trip", 30.0), ("edit", 40.0), ("decode", 6.0), ("export", 2.0)):
+        tracker.costs.learn(stage, spent, 10 if stage in ("round_trip", "edit") else 0)
+    seconds, exact = tracker.job_eta(progress)
+    assert exact and abs(seconds - (5 + 30 + 40 + 6 + 2)) < 1.0
+    assert progress.stage_number == 3  # frames, encode, invert
+    tracker.apply(StageFinished("invert", ("a",), 10.0))
+    assert tracker.costs.per_step["invert"] == 1.0
+    assert tracker.fresh_job_estimate(10) == (10 + 30 + 40 + 6 + 2, False)  # frames and encode never measured

@@ -13,11 +13,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import App, SystemCommand
-from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.signal import Signal
@@ -26,6 +26,8 @@ from engine.api import (
     DEFAULT_MODEL,
     DONE,
     DOWN_STATES,
+    INTERRUPTED,
+    RUNNING,
     DeviceState,
     EditError,
     EditParams,
@@ -37,13 +39,14 @@ from engine.api import (
     JobFailed,
     JobFinished,
     JobRecord,
+    JobStarted,
     Store,
     build_params,
     one_line,
 )
 
 from .commands import binding_commands
-from .formatting import WIDE_COLUMNS, devices_label, format_psnr, model_name, shorten
+from .formatting import WIDE_COLUMNS, clean, devices_label, format_psnr, model_name, plural, shorten
 from .launch import Launcher, demo_launcher, standard_launcher
 from .messages import EngineClosed, EngineEvent, EngineOpened, EngineOpenFailed, engine_message
 from .progress import ProgressTracker
@@ -65,8 +68,7 @@ class CogeditApp(App):
     CSS_PATH = ["styles/app.tcss", "styles/main.tcss", "styles/devices.tcss"]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_COLUMNS, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
-    BINDINGS = [Binding("q", "quit", "Quit", show=False,
-                        tooltip="Quit (a running job stops after its current step)")]
+    # q quits from the main screen only (its binding); ctrl+q (Textual's) anywhere: both ask while a job runs.
 
     engine_state: reactive[str] = reactive("opening")
     model_label: reactive[str] = reactive("")
@@ -97,7 +99,8 @@ class CogeditApp(App):
         self._engine_ready = threading.Event()
         self.gpu_by_device: dict[str, tuple[int, int]] = {}  # device -> (allocated, total) bytes, the latest
         self._quitting = False
-        self._engine_closed = False
+        self._engine_closed = False  # closing has begun: the store is no longer read
+        self._engine_shut = False  # the worker has stopped and the data dir is free
         self._close_lock = threading.Lock()
         self.set_reactive(CogeditApp.model_label, model_label)
         self.set_reactive(CogeditApp.device_label, device_label)
@@ -174,10 +177,14 @@ class CogeditApp(App):
         worker = message.launch.worker
         self.model_label = model_name(worker.config.model)
         self.device_label = devices_label([device.device for device in worker.status().devices])
-        interrupted = worker.store.interrupted_on_open
+        for record in reversed(worker.store.history()[:20]):  # the stage costs for the ETAs, newest last
+            self.tracker.costs.learn_record(record)
+        # Interrupted by a crash (marked on open) or by a quit mid-job (marked then): both wait for an r.
+        interrupted = set(worker.store.interrupted_on_open) | {r.id for r in worker.store.jobs((INTERRUPTED,))}
         if interrupted:
-            self.main_screen.note(f"{len(interrupted)} job(s) were interrupted when the app last stopped: "
-                                  "select one and press r to re-queue it.", "yellow")
+            self.main_screen.note(f"{plural(len(interrupted), 'job')} {'was' if len(interrupted) == 1 else 'were'} "
+                                  "interrupted when the app last stopped: select one and press r to re-queue it.",
+                                  "yellow")
         if not self.start_engine:
             self.main_screen.note("The engine is not started: jobs stay queued.")
         self.sync_engine_state()
@@ -198,6 +205,10 @@ class CogeditApp(App):
         event = message.event
         self.tracker.apply(event)
         match event:
+            case JobStarted() if self.store is not None:
+                record = self.store.get(event.job_id)
+                if record is not None:
+                    self.tracker.expect(event.job_id, record.params.num_inference_steps)
             case GpuMemory():  # one per GPU: the header shows their sum
                 self.gpu_by_device[event.device] = (event.allocated_bytes, event.total_bytes)
                 self.gpu_memory = tuple(map(sum, zip(*self.gpu_by_device.values(), strict=False)))
@@ -206,15 +217,15 @@ class CogeditApp(App):
                 devices = [d.device for d in self.engine.status().devices] if self.engine else [event.device]
                 self.device_label = f"{devices_label(devices)} {event.dtype}"
             case EngineStopped() if event.fault:
-                self.notify(event.reason, title="Engine stopped", severity="error", timeout=15, markup=False)
+                self.notify(clean(event.reason), title="Engine stopped", severity="error", timeout=15, markup=False)
             case JobFinished():
                 psnr = format_psnr(event.metrics)
                 quality = f" · round-trip PSNR {psnr}" if psnr else ""
                 self.notify(f"“{shorten(self.prompt_of(event.job_id), 60)}”{quality}", title="Edit finished",
                             markup=False)
             case JobFailed():
-                self.notify(f"“{shorten(self.prompt_of(event.job_id), 40)}”: {event.reason}", title="Edit failed",
-                            severity="error", timeout=15, markup=False)
+                self.notify(f"“{shorten(self.prompt_of(event.job_id), 40)}”: {clean(event.reason)}",
+                            title="Edit failed", severity="error", timeout=15, markup=False)
         self.sync_engine_state()
         self.engine_events.publish(event)
 
@@ -225,13 +236,22 @@ class CogeditApp(App):
 
     def _engine_state_now(self) -> str:
         if self._quitting:
-            return "stopping" if not self._engine_closed else "stopped"
+            return "stopped" if self._engine_shut else "stopping"
         if self.engine is None:
             return "opening"
         state = self.engine.state
         if state == DeviceState.STOPPED and not self.start_engine:
             return "not started"
         return state.value
+
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        """The palette's screenshot: into ~/Downloads where there is one, else the working directory (a
+        server has no Downloads folder)."""
+        if path is None:
+            downloads = Path.home() / "Downloads"
+            path = str(downloads if downloads.is_dir() else Path.cwd())
+        return super().deliver_screenshot(filename, path, time_format)
 
     # -- the queue -----------------------------------------------------------------------------
 
@@ -249,16 +269,38 @@ class CogeditApp(App):
 
     # -- quitting ------------------------------------------------------------------------------
 
+    def running_jobs(self) -> list[JobRecord]:
+        return self.store.jobs((RUNNING,)) if self.store is not None else []
+
     async def action_quit(self) -> None:
+        """Quit; while a job runs, ask first (it would be interrupted)."""
+        if self._quitting:
+            return
+        running = self.running_jobs()
+        if not running:
+            self.quit_now()
+            return
+        from .screens.confirm import ConfirmScreen
+
+        names = ", ".join(f"“{shorten(r.prompt, 40)}”" for r in running[:3])
+        message = (f"{names} {'is' if len(running) == 1 else 'are'} running. Quitting stops "
+                   f"{'it' if len(running) == 1 else 'them'} after the current step (an encode or decode "
+                   "finishes first); r re-queues an interrupted job next time.")
+        if not isinstance(self.screen, ConfirmScreen):
+            self.push_screen(ConfirmScreen("Quit while a job runs?", message, confirm_label="Quit",
+                                           keep_label="Stay"),
+                             lambda yes: self.quit_now() if yes else None)
+
+    def quit_now(self) -> None:
         if self._quitting:
             return
         self._quitting = True
         if self.engine is None:
             self.exit()
             return
-        if self.engine.state == DeviceState.RUNNING:
-            self.notify("Stopping after the current step; the job can be re-queued next time.",
-                        title="Quitting", timeout=30)
+        if self.running_jobs():
+            self.notify("Stopping after the current step (an encode or decode finishes first); the job can be "
+                        "re-queued next time.", title="Quitting", timeout=60)
         self.sync_engine_state()
         self._close_engine_in_thread()
 
@@ -268,6 +310,8 @@ class CogeditApp(App):
         self.post_message(EngineClosed())
 
     def on_engine_closed(self, _message: EngineClosed) -> None:
+        self._engine_shut = True
+        self.sync_engine_state()
         self.exit()
 
     def close_engine(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,18 @@ WIDE_COLUMNS = 100
 # Parameters worth seeing for every job, changed or not.
 KEY_PARAMS = ("max_num_frames", "height", "width", "num_inference_steps", "guidance_scale", "seed")
 BAR_FULL, BAR_EMPTY = "█", "░"
+
+
+# C0 controls but newline and tab, DEL, C1 controls, and the bidirectional overrides and isolates:
+# text from a job (someone else's job.json, a prompt) never reaches the terminal as escape sequences.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text: str | None) -> str:
+    """``text`` safe to show: each control character as a visible ``\\xNN`` / ``\\uNNNN``."""
+    if not text:
+        return text or ""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -35,6 +48,16 @@ def format_eta(seconds: float | None) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 job``, ``2 jobs``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def format_fps(fps: float) -> str:
+    """A frame rate to two decimals at most: ``8``, ``4.29``."""
+    return f"{round(fps, 2):g}"
 
 
 def format_gib(num_bytes: int) -> str:
@@ -75,7 +98,7 @@ def format_psnr(metrics: dict[str, float], key: str = PSNR_ROUND_TRIP) -> str:
 
 
 def source_name(path: str) -> str:
-    return Path(path).name or path
+    return clean(Path(path).name or path)
 
 
 def model_name(model: str) -> str:
@@ -118,7 +141,7 @@ def param_rows(params: EditParams) -> list[tuple[str, str, bool]]:
 
 def shorten(text: str, width: int) -> str:
     """Cut ``text`` to ``width`` characters with an ellipsis."""
-    text = " ".join(text.split())
+    text = " ".join(clean(text).split())
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 

@@ -44,9 +44,11 @@ def demo_launcher(device: str | None = None, dtype: str | None = None, output_di
         worker = open_worker(EngineConfig(model=model_path, device=device or "cpu", dtype=dtype,
                                           output_dir=output_dir))
         params = build_params(DEMO_PARAMS)
-        waiting = {(job.source, job.prompt) for job in worker.store.queued()}
+        # Queued, running, interrupted or done already (an earlier demo): not queued again; the history
+        # has the results and r re-queues an interrupted one.
+        known = {(job.source, job.prompt) for job in worker.store.jobs() if job.status not in ("failed", "cancelled")}
         jobs = [JobSpec(str(clip), prompt, params) for prompt in DEMO_PROMPTS
-                if (str(clip.resolve()), prompt) not in waiting]  # a demo quit early left them queued
+                if (str(clip.resolve()), prompt) not in known]
         return Launch(worker, jobs)
 
     return launch

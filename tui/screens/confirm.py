@@ -16,9 +16,10 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "No", key_display="n/esc", tooltip="No, keep it"),
     ]
 
-    def __init__(self, title: str, message: str, confirm_label: str = "Delete") -> None:
+    def __init__(self, title: str, message: str, confirm_label: str = "Delete", keep_label: str = "Keep") -> None:
         super().__init__(id="confirm")
         self.title_text, self.message, self.confirm_label = title, message, confirm_label
+        self.keep_label = keep_label
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-dialog"):
@@ -26,7 +27,7 @@ class ConfirmScreen(ModalScreen[bool]):
             yield Label(self.message, id="confirm-message", markup=False)
             with Horizontal(id="confirm-buttons"):
                 yield Button(f"{self.confirm_label} (y)", variant="error", id="confirm-yes")
-                yield Button("Keep (n)", id="confirm-no")
+                yield Button(f"{self.keep_label} (n)", id="confirm-no")
 
     def on_mount(self) -> None:
         self.query_one("#confirm-no", Button).focus()

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Input, Label
 
 from engine.api import Event, JobFinished, JobRecord, delete_result
 
-from ..formatting import format_psnr, format_short_timestamp, shorten, source_name
+from ..formatting import clean, format_psnr, format_short_timestamp, shorten, source_name
 from ..widgets.adaptive_footer import AdaptiveFooter
 from ..widgets.engine_header import EngineHeader
 from ..widgets.flex_table import FlexTable
@@ -59,12 +59,12 @@ class HistoryScreen(Screen):
     def compose(self) -> ComposeResult:
         yield EngineHeader()
         yield Input(placeholder="search prompts and sources ( / )", id="search", compact=True)
+        yield Label("No finished edits yet: they appear here when a job is done.", id="history-empty",
+                    markup=False)
         with Horizontal(id="history-top"):
             yield ResultsTable(id="results")
             yield JobDetails(id="result-details", placeholder="Select a result.")
         yield FramePreview(self.app.image_class, id="preview")
-        yield Label("No finished edits yet: they appear here when a job is done.", id="history-empty",
-                    markup=False)
         yield AdaptiveFooter()
 
     def on_mount(self) -> None:
@@ -84,13 +84,14 @@ class HistoryScreen(Screen):
         search = self.query_one("#search", Input).value.strip()
         records = store.history(search) if store is not None else []
         self._records = {r.id: r for r in records}
-        rows = [(r.id, [format_short_timestamp(r.finished), r.prompt, source_name(r.source),
+        rows = [(r.id, [format_short_timestamp(r.finished), clean(r.prompt), source_name(r.source),
                         Text(format_psnr(r.metrics).replace(" dB", ""), justify="right")]) for r in records]
         self.query_one(ResultsTable).show_rows(rows)
         empty = self.query_one("#history-empty")
         empty.display = not records
-        if not records and search:
-            empty.update(f"No finished edit matches “{search}”.")
+        if not records:
+            empty.update(f"No finished edit matches “{clean(search)}”." if search
+                         else "No finished edits yet: they appear here when a job is done.")
         self._show_selected()
         self.refresh_bindings()
 
@@ -145,19 +146,19 @@ class HistoryScreen(Screen):
         from .new_edit import NewEditScreen
 
         if self.selected is not None:
-            self.app.push_screen(NewEditScreen.from_record(self.app, self.selected))
+            self.app.push_screen(NewEditScreen.for_app(self.app, self.selected))
 
     def action_copy_path(self) -> None:
         record = self.selected
         if record is not None and record.output_dir:
             self.app.copy_to_clipboard(record.output_dir)
-            self.notify(record.output_dir, title="Path copied", markup=False)
+            self.notify(clean(record.output_dir), title="Path copied", markup=False)
 
     def action_delete_result(self) -> None:
         record = self.selected
         if record is None:
             return
-        message = f"“{shorten(record.prompt, 60)}”\n{record.output_dir or ''}\nThe folder and its files are deleted."
+        message = f"“{shorten(record.prompt, 60)}”\n{clean(record.output_dir)}\nThe folder and its files are deleted."
 
         def answered(yes: bool | None) -> None:
             if yes:

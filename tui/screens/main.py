@@ -3,6 +3,8 @@ and timings and the event log."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -32,13 +34,14 @@ from engine.api import (
     delete_result,
 )
 
-from ..formatting import WIDE_COLUMNS, shorten
+from ..formatting import format_eta, shorten, stage_label
 from ..widgets.adaptive_footer import AdaptiveFooter
 from ..widgets.devices_panel import DevicesPanel
 from ..widgets.engine_header import EngineHeader
 from ..widgets.event_log import EventLog
 from ..widgets.job_details import JobDetails
 from ..widgets.queue_table import QueueTable
+from .confirm import ConfirmScreen
 
 RELOAD_EVENTS = (JobQueued, JobStarted, JobFinished, JobFailed, JobCancelled, EngineStopped, EngineReady)
 PROGRESS_EVENTS = (StageStarted, StepProgress, StageFinished)
@@ -46,10 +49,13 @@ FINISHED = (DONE, FAILED, CANCELLED, INTERRUPTED)
 
 
 class MainScreen(Screen):
-    BINDINGS = [
+    # Priority bindings run in the app's own message loop as the key arrives, so a screen opened by one
+    # is mounted and focused before the next key is routed: text typed right after n lands in the form.
+    # (This screen has no text field for them to shadow.)
+    BINDINGS = [dataclasses.replace(binding, priority=True) for binding in [
         Binding("n", "new_edit", "New", tooltip="New edit: a clip, prompts and parameters"),
         Binding("c", "duplicate", "Copy", tooltip="Duplicate the selected job into the form, to tweak it"),
-        Binding("x", "cancel_job", "Cancel", tooltip="Cancel the selected job (a running one stops within a step)"),
+        Binding("x", "cancel_job", "Cancel", tooltip="Cancel the selected job (a running one stops after its step)"),
         Binding("r", "requeue", "Requeue", tooltip="Re-queue the selected failed, cancelled or interrupted job"),
         Binding("K,shift+up", "move(-1)", "Move", key_display="K/J", tooltip="Move the selected job up the queue"),
         Binding("J,shift+down", "move(1)", "Down", show=False, tooltip="Move the selected job down the queue"),
@@ -60,7 +66,7 @@ class MainScreen(Screen):
         Binding("h", "history", "History", tooltip="Browse finished results"),
         Binding("d", "toggle_details", "Details", tooltip="Show or hide the job details pane"),
         Binding("q", "quit_app", "Quit", tooltip="Quit (a running job stops after its current step)"),
-    ]
+    ]]
 
     def __init__(self) -> None:
         super().__init__(id="main")
@@ -89,8 +95,10 @@ class MainScreen(Screen):
         for message, style in self._early_notes:
             log.note(message, style)
         self._early_notes = None
+        self.query_one(QueueTable).job_eta = lambda progress: self.app.tracker.job_eta(progress)
         self.reload()
         self.query_one(QueueTable).focus()
+        self.set_interval(1.0, self._tick)
 
     def note(self, message: str, style: str = "dim") -> None:
         """A line of the app's own in the event log."""
@@ -114,6 +122,34 @@ class MainScreen(Screen):
             if isinstance(event, StageFinished) and self.selected_id in event.job_ids:
                 self._show_details()
 
+    def _tick(self) -> None:
+        """Once a second: the running rows' time spent and ETAs, the queue's ETA."""
+        table = self.query_one(QueueTable)
+        for record in self._records.values():
+            if record.status == RUNNING:
+                table.show_progress(record, self.app.tracker.get(record.id))
+        self._show_queue_eta()
+
+    def _show_queue_eta(self) -> None:
+        tracker = self.app.tracker
+        running = [r for r in self._records.values() if r.status == RUNNING]
+        queued = [r for r in self._records.values() if r.status == QUEUED]
+        title = "Queue"
+        if running or queued:
+            left, exact = 0.0, True
+            for record in running:
+                progress = tracker.get(record.id)
+                seconds, job_exact = tracker.job_eta(progress) if progress else (None, False)
+                left, exact = max(left, seconds or 0.0), exact and job_exact
+            devices = max(1, self.app.device_counts[0] - self.app.device_counts[2])
+            for record in queued:
+                seconds, job_exact = tracker.fresh_job_estimate(record.params.num_inference_steps)
+                left, exact = left + seconds / devices, exact and job_exact
+            counts = " · ".join(f"{n} {what}" for n, what in ((len(running), "running"), (len(queued), "queued")) if n)
+            when = format_eta(left) + ("" if exact else "+")
+            title = f"Queue · {counts} · all done in ~{when}" if left else f"Queue · {counts}"
+        self.query_one("#queue-pane").border_title = title
+
     def reload(self) -> None:
         records = self.app.queue_records()
         self._records = {r.id: r for r in records}
@@ -125,6 +161,7 @@ class MainScreen(Screen):
         if not empty and self.focused is None:  # hiding the empty table took its focus
             table.focus()
         self._show_details()
+        self._show_queue_eta()
         self.refresh_bindings()
 
     @property
@@ -139,9 +176,6 @@ class MainScreen(Screen):
     def _show_details(self) -> None:
         record = self.selected
         self.query_one(JobDetails).show(record, self.app.tracker.get(record.id) if record else None)
-
-    def on_resize(self) -> None:
-        self.refresh_bindings()  # the footer's Quit shows from WIDE_COLUMNS
 
     def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self._show_details()
@@ -162,33 +196,46 @@ class MainScreen(Screen):
             "pause": engine_open and not self.app.queue_paused,
             "resume": engine_open and self.app.queue_paused,
             "dismiss_job": status in FINISHED,
-            "quit_app": self.size.width >= WIDE_COLUMNS,  # narrower, q still quits (the app's binding)
         }
         return applicable.get(action, True)
 
-    def action_new_edit(self) -> None:
+    async def action_new_edit(self) -> None:
         from .new_edit import NewEditScreen
 
-        self.app.push_screen(NewEditScreen.fresh(self.app))
+        await open_screen(self.app, NewEditScreen.for_app(self.app), self._queued)
 
-    def action_duplicate(self) -> None:
+    async def action_duplicate(self) -> None:
         from .new_edit import NewEditScreen
 
         if self.selected is not None:
-            self.app.push_screen(NewEditScreen.from_record(self.app, self.selected))
+            await open_screen(self.app, NewEditScreen.for_app(self.app, self.selected), self._queued)
 
-    def action_history(self) -> None:
+    def _queued(self, records: list[JobRecord] | None) -> None:
+        """The form closed; after queuing, the first new job is selected."""
+        if records:
+            self.reload()
+            self.query_one(QueueTable).select_key(records[0].id)
+
+    async def action_history(self) -> None:
         from .history import HistoryScreen
 
-        self.app.push_screen(HistoryScreen())
+        await open_screen(self.app, HistoryScreen())
 
     def action_cancel_job(self) -> None:
         record = self.selected
         if record is None or self.app.engine is None:
             return
         if self.app.engine.cancel(record.id):
-            what = "stops within a step" if record.status == RUNNING else "removed from the queue"
-            self.notify(f"“{shorten(record.prompt, 50)}” {what}.", title="Cancelled", markup=False)
+            if record.status == RUNNING:
+                self.app.tracker.mark_cancelling(record.id)
+                progress = self.app.tracker.get(record.id)
+                stage = progress.stage if progress else None
+                what = ("stops after its current step" if progress and progress.total
+                        else f"stops when the {stage_label(stage) or 'current'} stage ends (it has no steps)")
+                self.notify(f"“{shorten(record.prompt, 50)}” {what}.", title="Cancelling", markup=False)
+            else:
+                self.notify(f"“{shorten(record.prompt, 50)}” will not run (r re-queues it, del removes the row).",
+                            title="Cancelled", markup=False)
         self.reload()
 
     def action_requeue(self) -> None:
@@ -218,12 +265,32 @@ class MainScreen(Screen):
             return
         if record.status == DONE:
             self.app.hidden_jobs.add(record.id)  # its result stays in the history
-        else:
-            delete_result(self.app.engine, record.id)  # nothing was written for it: forget the job
-        self.reload()
+            self.notify(f"“{shorten(record.prompt, 50)}” (its result stays in the history: h).",
+                        title="Dismissed", markup=False)
+            self.reload()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                delete_result(self.app.engine, record.id)  # nothing was written for it: forget the job
+                self.notify(f"“{shorten(record.prompt, 50)}”", title="Job deleted", markup=False)
+                self.reload()
+
+        message = (f"“{shorten(record.prompt, 60)}” ({record.status})\nIt has no result; the job is forgotten "
+                   "and cannot be re-queued.")
+        self.app.push_screen(ConfirmScreen("Delete this job?", message), answered)
 
     async def action_quit_app(self) -> None:
         await self.app.action_quit()
 
     def action_toggle_details(self) -> None:
         self.toggle_class("-details-toggled")
+
+
+async def open_screen(app, screen: Screen, callback=None) -> None:
+    """Push ``screen`` and wait until it is mounted with its first field focused: called from a
+    priority binding, the keys typed meanwhile wait in the app's queue and reach that field."""
+    await app.push_screen(screen, callback)
+    target = getattr(screen, "first_focus", lambda: None)()
+    if target is not None and screen.focused is not target:
+        screen.set_focus(target)

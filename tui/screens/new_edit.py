@@ -30,7 +30,7 @@ from engine.api import (
     describe_source,
 )
 
-from ..formatting import source_name
+from ..formatting import format_fps, source_name
 from ..widgets.adaptive_footer import AdaptiveFooter
 from ..widgets.engine_header import EngineHeader
 from ..widgets.params_form import ParamsForm
@@ -58,10 +58,14 @@ class Submitted(Message):
 
 class NewEditScreen(Screen):
     CSS_PATH = "../styles/new_edit.tcss"
+    AUTO_FOCUS = ""  # on_mount focuses the first field to fill (the scroll container would take it)
     BINDINGS = [
         Binding("ctrl+s", "submit", "Queue", tooltip="Queue one edit per prompt line", priority=True),
         Binding("ctrl+o", "browse", "Browse", tooltip="Pick the source video in a file dialog"),
         Binding("escape", "close", "Close", tooltip="Close the form without queuing anything"),
+        # Priority: focus moves as the key arrives, so the keys typed right after land in the next field.
+        Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
     ]
 
     def __init__(self, *, source: str, prompts: list[str], values: dict[str, Any], preset: str | None) -> None:
@@ -81,6 +85,24 @@ class NewEditScreen(Screen):
     def from_record(cls, app: CogeditApp, record: JobRecord) -> NewEditScreen:
         """A job's source, prompt and parameters, to tweak one and queue again."""
         return cls(source=record.source, prompts=[record.prompt], values=_as_values(record.params), preset=None)
+
+    @classmethod
+    def for_app(cls, app: CogeditApp, record: JobRecord | None = None) -> NewEditScreen:
+        """The app's one form, built once and kept (installed): it opens at once after the first time and
+        remembers the last entry; ``record`` fills it with a job's source, prompt and parameters."""
+        form = app.get_screen("new-edit") if app.is_screen_installed("new-edit") else None
+        if form is None:
+            form = cls.from_record(app, record) if record is not None else cls.fresh(app)
+            app.install_screen(form, name="new-edit")
+        elif record is not None:
+            form.load(record)
+        return form
+
+    def load(self, record: JobRecord) -> None:
+        self.query_one("#source", Input).value = record.source
+        self.query_one("#prompts", TextArea).text = record.prompt
+        self.query_one("#preset", Select).value = Select.NULL
+        self.query_one(ParamsForm).fill(_as_values(record.params))
 
     def compose(self) -> ComposeResult:
         presets = list(self.app.form_presets)
@@ -111,9 +133,12 @@ class NewEditScreen(Screen):
         self._update_submit_label()
         if self.initial_source:
             self._describe_soon()
-            self.query_one("#prompts", TextArea).focus()
-        else:
-            self.query_one("#source", Input).focus()
+        self.set_focus(self.first_focus())
+
+    def first_focus(self) -> Input | TextArea:
+        """The prompts when the source is given, else the source."""
+        source = self.query_one("#source", Input)
+        return self.query_one("#prompts", TextArea) if source.value.strip() else source
 
     # -- the source and what the settings keep of it ----------------------------------------------
 
@@ -167,8 +192,9 @@ class NewEditScreen(Screen):
             return
         s = message.summary
         summary.update(Text.assemble(
-            f"{s.num_frames} frames · {s.width}×{s.height} · {s.fps:g} fps → the settings keep ",
-            (str(s.kept_frames), "bold"), f" frames (every {_ordinal(s.stride)}), output at {s.output_fps:g} fps"))
+            f"{s.num_frames} frames · {s.width}×{s.height} · {format_fps(s.fps)} fps → the settings keep ",
+            (str(s.kept_frames), "bold"),
+            f" frames (every {_ordinal(s.stride)}), output at {format_fps(s.output_fps)} fps"))
 
     @property
     def source_path(self) -> str:
@@ -295,6 +321,7 @@ class NewEditScreen(Screen):
         count = len(message.records)
         self.notify(f"{count} edit{'s' if count > 1 else ''} of {source_name(self.source_path)} queued.",
                     title="Queued", markup=False)
+        self.query_one("#prompts", TextArea).text = ""  # the source and parameters stay for the next edit
         self.dismiss(message.records)
 
 

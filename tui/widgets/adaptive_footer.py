@@ -11,3 +11,6 @@ from ..formatting import WIDE_COLUMNS
 class AdaptiveFooter(Footer):
     def on_resize(self, event: events.Resize) -> None:
         self.compact = self.app.size.width < WIDE_COLUMNS
+        # Narrower, the palette's key would cut the last binding (Quit) short, or show as a stray word; ctrl+p
+        # still opens it (the README and the event log's first line say so).
+        self.show_command_palette = self.app.size.width >= WIDE_COLUMNS

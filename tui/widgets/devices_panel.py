@@ -17,7 +17,7 @@ from textual.widgets import Label
 
 from engine.api import DOWN_STATES, DeviceState, EngineStopped, Event, GpuMemory, JobStarted, WorkerState
 
-from ..formatting import format_gib, shorten
+from ..formatting import clean, format_gib, shorten
 
 PROMPT_WIDTH = 80
 
@@ -99,7 +99,7 @@ class DevicesPanel(Vertical):
             if event.job_id not in view.job_ids:
                 view.job_ids += (event.job_id,)
         elif isinstance(event, EngineStopped) and event.device and event.fault:
-            self._view(event.device).reason = event.reason
+            self._view(event.device).reason = clean(event.reason)
         elif not isinstance(event, GpuMemory):
             return
         self._show_all()

@@ -23,7 +23,7 @@ from engine.api import (
     StageStarted,
 )
 
-from ..formatting import format_clock, format_duration, format_psnr, model_name, shorten, stage_label
+from ..formatting import clean, format_clock, format_duration, format_psnr, model_name, plural, shorten, stage_label
 
 LOG_TAIL_BYTES = 4096
 LOG_TAIL_LINES = 12
@@ -39,15 +39,19 @@ class EventLog(RichLog):
         super().__init__(id=id, max_lines=MAX_ENTRIES * 2, min_width=20, wrap=True, markup=False, auto_scroll=True)
         self._entries: deque[Text] = deque(maxlen=MAX_ENTRIES)
         self._wrapped_at = 0
+        self._stale = False
 
     def add(self, text: Text) -> None:
         self._entries.append(text)
         self.write(text)
+        if not self.size.width:  # hidden: written at the minimum width, wrapped again when shown
+            self._stale = True
 
     def on_resize(self, event: events.Resize) -> None:
         super().on_resize(event)
         width = event.size.width
-        if width and self._wrapped_at and width != self._wrapped_at:
+        if width and ((self._wrapped_at and width != self._wrapped_at) or self._stale):
+            self._stale = False
             self.clear()
             for text in self._entries:
                 self.write(text)
@@ -67,7 +71,7 @@ class EventLog(RichLog):
         if isinstance(event, JobFailed) and event.log_path:
             self.add(Text(f"         log: {event.log_path}", style="dim"))
             for tail_line in _log_tail(event.log_path):
-                self.add(Text("         " + tail_line, style="dim"))
+                self.add(Text("         " + clean(tail_line), style="dim"))
 
     def _describe(self, event: Event, prompt_of) -> tuple[str, str] | None:
         match event:
@@ -79,7 +83,7 @@ class EventLog(RichLog):
                 return (f"model ready: {model_name(event.model)} on {event.device} ({event.dtype}) in "
                         f"{format_duration(event.seconds)}", "bold green")
             case EngineStopped():
-                return f"engine: {event.reason}", "bold red" if event.fault else "dim"
+                return f"engine: {clean(event.reason)}", "bold red" if event.fault else "dim"
             case JobQueued():
                 return f"queued {event.job_id} “{shorten(event.prompt, PROMPT_WIDTH)}”", ""
             case JobStarted():
@@ -87,17 +91,17 @@ class EventLog(RichLog):
                 return f"started {event.job_id}{where} “{shorten(prompt_of(event.job_id), PROMPT_WIDTH)}”", ""
             case StageStarted():
                 steps = f", {event.total_steps} steps" if event.total_steps else ""
-                return f"{stage_label(event.stage)} started ({len(event.job_ids)} job(s){steps})", "dim"
+                return f"{stage_label(event.stage)} started ({plural(len(event.job_ids), 'job')}{steps})", "dim"
             case StageFinished():
                 how = "from the cache" if event.cached else f"in {format_duration(event.seconds)}"
                 return f"{stage_label(event.stage)} done {how}", "dim"
             case EditWarning():
-                return f"warning: {event.message}", "yellow"
+                return f"warning: {clean(event.message)}", "yellow"
             case JobFinished():
                 psnr = format_psnr(event.metrics)
                 return f"done {event.job_id}: round-trip PSNR {psnr} → {Path(event.output_dir).name}", "green"
             case JobFailed():
-                return f"failed {event.job_id}: {event.reason}", "bold red"
+                return f"failed {event.job_id}: {clean(event.reason)}", "bold red"
             case JobCancelled():
                 return f"cancelled {event.job_id}", "yellow"
         return None

@@ -14,7 +14,14 @@ from textual.widgets import Static
 
 from engine.api import METRIC_LABELS, OUTPUT_FILES, RESULT_VIDEOS, STAGES, JobRecord
 
-from ..formatting import format_duration, format_timestamp, param_rows, result_approximations, stage_label
+from ..formatting import (
+    clean,
+    format_duration,
+    format_timestamp,
+    param_rows,
+    result_approximations,
+    stage_label,
+)
 from ..progress import JobProgress
 from .queue_table import theme_style
 
@@ -37,9 +44,9 @@ class JobDetails(VerticalScroll):
 
     def _render_job(self, record: JobRecord, progress: JobProgress | None, files: bool) -> RenderableType:
         accent, error, muted = (theme_style(self, s) for s in ("bold $accent", "$error", "dim"))
-        parts: list[RenderableType] = [Text(record.prompt, style="bold")]
+        parts: list[RenderableType] = [Text(clean(record.prompt), style="bold")]
         facts = _grid()
-        facts.add_row("source", Text(record.source, overflow="fold"))
+        facts.add_row("source", Text(clean(record.source), overflow="fold"))
         facts.add_row("status", f"{record.status} · id {record.id}")
         if record.finished and record.status != "queued":
             facts.add_row("finished", format_timestamp(record.finished))
@@ -48,9 +55,9 @@ class JobDetails(VerticalScroll):
             facts.add_row("linear layers", Text(approximate, style=error))
         parts.append(facts)
         if record.error:
-            parts.append(Text(record.error, style=error))
+            parts.append(Text(clean(record.error), style=error))
         if record.log_path:
-            parts.append(Text(f"log: {record.log_path}", style=muted, overflow="fold"))
+            parts.append(Text(f"log: {clean(record.log_path)}", style=muted, overflow="fold"))
         if record.metrics:
             parts.append(_heading("PSNR"))
             metrics = _grid()
@@ -61,7 +68,7 @@ class JobDetails(VerticalScroll):
         parts.append(_heading("parameters"))
         params = _grid()
         for name, value, changed in param_rows(record.params):
-            params.add_row(name, Text(value, style=accent if changed else muted))
+            params.add_row(name, Text(clean(value), style=accent if changed else muted))
         parts.append(params)
         timings = dict(record.timings) or (dict(progress.timings) if progress else {})
         if timings:
@@ -78,7 +85,7 @@ class JobDetails(VerticalScroll):
             parts.append(_heading("files"))
             folder = Path(record.output_dir)
             for name in (*RESULT_VIDEOS.values(), *EXTRA_FILES):
-                parts.append(Text(str(folder / name), overflow="fold"))
+                parts.append(Text(clean(str(folder / name)), overflow="fold"))
         return Group(*parts)
 
 

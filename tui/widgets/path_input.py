@@ -8,7 +8,7 @@ from pathlib import Path
 from textual.suggester import Suggester
 from textual.widgets import Input
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".gif")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg")  # no GIF: decord cannot read it
 
 
 class PathSuggester(Suggester):

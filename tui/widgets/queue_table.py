@@ -1,4 +1,5 @@
-"""The queue: one row per job (source, prompt, status, the current stage's progress, ETA)."""
+"""The queue: one row per job (source, prompt, status with the stage counter, the current stage's progress
+or time spent, the whole job's ETA)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,21 @@ from rich.text import Text
 
 from engine.api import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, JobRecord
 
-from ..formatting import format_duration, format_eta, progress_bar, source_name, stage_label
-from ..progress import JobProgress
+from ..formatting import clean, format_duration, format_eta, progress_bar, source_name, stage_label
+from ..progress import JOB_STAGES, JobProgress
 from .flex_table import FlexTable
 
 STATUS_STYLES = {QUEUED: "dim", RUNNING: "bold $accent", DONE: "bold $success", FAILED: "bold $error",
-                 CANCELLED: "dim italic", INTERRUPTED: "$warning"}
+                 CANCELLED: "dim italic", INTERRUPTED: "$warning", "cancelling": "bold $warning"}
 
 
 class QueueTable(FlexTable):
     COLUMNS = (("source", "source", 12), ("prompt", "prompt", 0), ("status", "status", 11),
-               ("progress", "progress", 21), ("eta", "ETA", 5))
+               ("progress", "progress", 21), ("eta", "ETA", 6))
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.job_eta = lambda progress: (None, False)  # (seconds left in the job, exact?): the app's tracker
 
     def show_jobs(self, records: list[JobRecord], progress_of) -> None:
         self.show_rows([(r.id, self._cells(r, progress_of(r.id))) for r in records])
@@ -26,8 +31,14 @@ class QueueTable(FlexTable):
         self.set_cells(record.id, {"status": cells[2], "progress": cells[3], "eta": cells[4]})
 
     def _cells(self, record: JobRecord, progress: JobProgress | None) -> list[Text | str]:
-        status = Text(record.status, style=self._style(record.status))
-        return [source_name(record.source), record.prompt, status, *self._progress(record, progress)]
+        label = record.status
+        if record.status == RUNNING and progress is not None:
+            if progress.cancelling:
+                label = "cancelling"
+            elif progress.stage_number:
+                label = f"running {progress.stage_number}/{len(JOB_STAGES)}"
+        status = Text(label, style=self._style(label if label == "cancelling" else record.status))
+        return [source_name(record.source), clean(record.prompt), status, *self._progress(record, progress)]
 
     def _style(self, status: str) -> str:
         return theme_style(self, STATUS_STYLES.get(status, ""))
@@ -35,17 +46,20 @@ class QueueTable(FlexTable):
     def _progress(self, record: JobRecord, progress: JobProgress | None) -> tuple[Text | str, str]:
         if record.status == RUNNING and progress is not None and progress.stage:
             label = stage_label(progress.stage)
-            if progress.total:
+            seconds, exact = self.job_eta(progress)
+            eta = format_eta(seconds) + ("" if exact or seconds is None else "+")
+            if progress.total and progress.step < progress.total:
                 bar = progress_bar(progress.step, progress.total, width=4)
-                return Text(f"{label:<10} {bar} {progress.step}/{progress.total}"), format_eta(progress.eta_seconds)
-            return Text(f"{label:<10} …"), ""
+                return Text(f"{label:<10} {bar} {progress.step}/{progress.total}"), eta
+            # A stage without steps (or past its last step: the decodes of the round trip): the time spent.
+            return Text(f"{label:<10} {format_eta(progress.stage_elapsed())}"), eta
         if record.status == RUNNING:
             return Text("starting …", style="dim"), ""
         if record.status == DONE:
             total = sum(record.timings.values()) if record.timings else None
             return Text(f"✓ {format_duration(total)}".strip()), ""
         if record.status in (FAILED, INTERRUPTED) and record.error:
-            return Text(record.error, style="dim"), ""
+            return Text(clean(record.error), style="dim"), ""
         return "", ""
 
 
