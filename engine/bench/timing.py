@@ -4,7 +4,8 @@ Both paths run through :func:`engine.pipeline.edit.run_edit` on the same model a
 
 - *reference*: preset ``reference`` (guided empty-prompt inversion, literal guidance), one job per
   variant, each with its own inversion, as ``inference/ddim_inversion.py`` of zai-org/CogVideo runs them;
-- *engine*: the default parameters, one job for all variants (one inversion, variants batched);
+- *engine*: the default parameters (but the edit starts from the reference's seeded noise, so both paths
+  compute the same edit), one job for all variants (one inversion, variants batched);
 - the opt-in approximations: *engine + shared_reference* (``--approx``) and *engine with FP8
   projections* (``--paths engine,engine_fp8``), each with its error against the exact engine path
   (same seeds).
@@ -243,8 +244,10 @@ def latent_difference(exact: list[torch.Tensor], other: list[torch.Tensor]) -> d
 
 
 def bench_params(arch: BenchArch, steps: int, preset: str, **overrides: Any) -> EditParams:
+    """Every path starts its edit from the seeded noise the reference starts from, so the engine's paths
+    compute the reference's edit (the default preset's start from the inverted latent costs the same)."""
     return build_params({"max_num_frames": arch.frames, "height": arch.height, "width": arch.width,
-                         "num_inference_steps": steps, **overrides}, preset=preset)
+                         "num_inference_steps": steps, "init": "noise", **overrides}, preset=preset)
 
 
 def build_model(arch: BenchArch, device: torch.device) -> LoadedModel:
