@@ -25,7 +25,7 @@ import torch
 import decord  # isort: skip  (after torch, see the module docstring)
 
 from ..errors import VideoError
-from ..params import FRAME_MULTIPLE, MIN_FRAMES, EditParams
+from ..params import FRAME_MULTIPLE, MIN_FRAMES, SPECS_BY_NAME, EditParams
 
 decord.logging.set_level(decord.logging.QUIET)  # ffmpeg's own log: the engine reports unreadable clips itself
 
@@ -276,8 +276,15 @@ def plan_frames(info: VideoInfo, params: EditParams) -> FramePlan:
         dec_w = max(out_w, math.ceil(info.width * scale - 1e-6))
         decode = (dec_h, dec_w)
         crop = ((dec_h - out_h) // 2, (dec_w - out_w) // 2, out_h, out_w)
-    fps = params.fps if params.fps else info.fps / stride
+    fps = params.fps if params.fps else auto_fps(info.fps, stride)
     return FramePlan(tuple(indices), stride, float(fps), decode, crop)
+
+
+def auto_fps(source_fps: float, stride: int) -> float:
+    """The source's fps over the stride, held within the fps parameter's own range (a broken or
+    extreme source rate would otherwise give a 9-frame video lasting minutes, or a 200 fps one)."""
+    spec = SPECS_BY_NAME["fps"]
+    return min(max(source_fps / stride, spec.low), spec.high)
 
 
 def read_frames(info: VideoInfo, plan: FramePlan) -> torch.Tensor:
