@@ -177,3 +177,22 @@ def test_engine_flags_are_generated_from_engine_config():
     assert (config.model, config.device, config.dtype, config.attention, config.fp8, str(config.output_dir)) == (
         "m", "cuda:0,cuda:1", "fp16", "math", True, "out")
     assert config_from_flags(vars(build_parser().parse_args([]))) == EngineConfig()
+
+
+def test_a_headless_edit_whose_model_fails_leaves_no_job_queued(capsys, monkeypatch, tiny_model_path, clip_path,
+                                                                tmp_path):
+    """Its jobs would otherwise run in the next app session, with that session's model."""
+    from engine.api import INTERRUPTED, Store, data_dir
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    code, _, err = _run(capsys, "edit", str(clip_path), "--prompt", "a", "--prompt", "b", "--model",
+                        str(tiny_model_path), "--output-dir", str(tmp_path / "out"), "--attention", "fa3", *TINY_FLAGS)
+    assert code == 2, err
+    store = Store(data_dir() / "cogedit.db")
+    try:
+        jobs = store.jobs()
+    finally:
+        store.close()
+    assert [job.status for job in jobs] == [INTERRUPTED, INTERRUPTED]
+    assert all("headless edit stopped before this job ran" in job.error for job in jobs)
+

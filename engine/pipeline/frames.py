@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
 import threading
@@ -109,6 +110,10 @@ def check_video_path(path: str | os.PathLike) -> Path:
                                                    "another directory?)")
     if p.is_dir():
         raise VideoError(f"{p} is a directory, not a video", VIDEO_FIX)
+    kind = _special_kind(p)
+    if kind:  # reading a FIFO blocks, a device never ends: refuse before opening it
+        raise VideoError(f"{p} is not a regular file ({kind})", "give the path of a video file (mp4, mov, mkv, "
+                         "webm); copy a stream to a file first")
     if p.stat().st_size == 0:
         raise VideoError(f"{p} is empty (0 bytes)", "copy the video again; the file holds nothing")
     try:
@@ -123,6 +128,20 @@ def check_video_path(path: str | os.PathLike) -> Path:
     if kind == "text":
         raise VideoError(f"cannot read {p.name} as a video (it is a text file)", VIDEO_FIX)
     return p
+
+
+def _special_kind(path: Path) -> str | None:
+    """What ``path`` is when it is not a regular file (a FIFO, a device, a socket), else None.
+
+    A file in /proc or /sys is regular but reports 0 bytes while it holds text: it is named too."""
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    if str(path.resolve()).startswith(("/proc/", "/sys/")):
+        return "a /proc or /sys pseudo-file"
+    return None
 
 
 @contextlib.contextmanager
