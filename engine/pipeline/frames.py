@@ -13,6 +13,7 @@ import math
 import os
 import re
 import stat
+import subprocess
 import sys
 import tempfile
 import threading
@@ -34,6 +35,7 @@ VIDEO_FIX = "give the path of a video file ffmpeg can play (mp4, mov, mkv, webm)
 RECOPY_FIX = "copy or download the video again (it is incomplete or damaged), or re-encode it with ffmpeg"
 STILL_FIX = f"give a video clip of at least {MIN_FRAMES} frames (mp4, mov, mkv, webm)"
 CONVERT_FIX = "convert it to MP4 first: ffmpeg -i IN -pix_fmt yuv420p OUT.mp4"
+REENCODE_FIX = "ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4"
 
 # Log lines decord's C++ code and its ffmpeg write straight to file descriptor 2.
 _NATIVE_LOG = re.compile(r"^\[(\d\d:\d\d:\d\d|[\w,-]+ @ 0x[0-9a-f]+)\] ")
@@ -187,6 +189,9 @@ def _reason(exc: BaseException, log: list[str], path: Path) -> tuple[str, str]:
     broken = ("av_read_frame failed", "Error sending packet", "avcodec_send_packet")
     if any(b in text for b in broken) or (unopened and _sniff_path(path) == "MP4"):  # an MP4 with no
         return "the file is truncated or corrupt", RECOPY_FIX  # index (moov), cut or damaged packets
+    if "cannot find video stream" in text and (codec := _video_codec(path)):
+        return (f"its video is {codec.upper()}, a codec the video reader (decord) cannot decode",
+                f"re-encode it to H.264: {REENCODE_FIX}")
     if "cannot find video stream" in text:
         return ("it holds no readable video stream: audio only, or cut short?",
                 "give a file with a video track (mp4, mov, mkv, webm), or copy it again if it was cut short")
@@ -197,6 +202,23 @@ def _reason(exc: BaseException, log: list[str], path: Path) -> tuple[str, str]:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     first = re.sub(r"(\[[\d:]+\] \S+?:\d+: )+", "", first)  # decord's "[time] file.cc:line: " prefixes
     return first[:100], VIDEO_FIX
+
+
+def _video_codec(path: Path) -> str | None:
+    """The codec of the first video stream, as ffmpeg names it (None when it finds none): why decord,
+    built with fewer decoders than ffmpeg, found no stream it could read."""
+    import imageio_ffmpeg
+
+    try:
+        probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+                               capture_output=True, text=True, errors="replace", timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in probe.stderr.splitlines():  # cover art in an audio file is no video
+        found = re.search(r"Stream #\S+.*?: Video: (\w+)", line)
+        if found and "attached pic" not in line:
+            return found.group(1)
+    return None
 
 
 def _head(path: Path) -> bytes:
