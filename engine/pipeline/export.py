@@ -12,6 +12,7 @@ import datetime as dt
 import importlib.metadata
 import json
 import os
+import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -131,9 +132,21 @@ def export_variant(output_dir: Path, variant: Variant, record: dict, shared_file
                             {"original": original, "round trip": round_trip, "edited": edited})
         write_json_atomic(staged.path / OUTPUT_FILES["job"], record | {"output_dir": str(staged.final)})
         return staged.commit()
+    except OutputError as exc:
+        staged.discard()
+        raise _unstaged(exc, staged.path, output_dir) from exc
     except BaseException:
         staged.discard()
         raise
+
+
+def _unstaged(exc: OutputError, staging: Path, output_dir: Path) -> OutputError:
+    """The error with the hidden staging path (one variant's own) replaced by the output folder: the
+    reason every failed variant of the batch shows."""
+    if str(staging) not in exc.problem:
+        return exc
+    problem = re.sub(re.escape(str(staging)) + r"[^\s)]*", lambda _: str(output_dir), exc.problem)
+    return OutputError(problem, exc.fix)
 
 
 def write_latents(path: Path, inversion: Inversion, results: list[EditResult]) -> None:
@@ -174,7 +187,10 @@ class SharedVideos:
 
     def files(self) -> dict[str, Path]:
         """File name -> encoded file, once the encodes are done; raises what they raised."""
-        return self._future.result()
+        try:
+            return self._future.result()
+        except OutputError as exc:
+            raise _unstaged(exc, self._staging.path, self._staging.path.parent) from exc
 
     def __enter__(self) -> SharedVideos:
         return self
