@@ -13,7 +13,6 @@ import fcntl
 import json
 import os
 import sqlite3
-import stat
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ from typing import Any
 
 from .errors import EditError
 from .params import SPECS_BY_NAME, EditParams, ParamsError, build_params, params_to_dict
+from .paths import not_a_regular_file
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED = (
     "queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -122,15 +122,8 @@ class DataDirLock:
     def _check_lock_path(self) -> None:
         """The lock file is a regular file or absent: a folder, a FIFO (opening it may block) or a
         symlink (a dangling one would be followed) in its place is named."""
-        try:
-            mode = os.lstat(self.path).st_mode
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise data_dir_error(self.path.parent, exc) from exc
-        if not stat.S_ISREG(mode):
-            kind = ("a directory" if stat.S_ISDIR(mode) else "a symlink" if stat.S_ISLNK(mode)
-                    else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file")
+        kind = not_a_regular_file(self.path, follow_symlinks=False)
+        if kind:
             raise EditError(f"the lock file {self.path} is {kind}",
                             "remove it (cogedit-tui creates it again), or point XDG_DATA_HOME at another data dir")
 

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import tempfile
 import time
 import uuid
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
+from ..paths import not_a_regular_file
 
 DISK_FULL_FIX = "free disk space (or choose another --output-dir) and re-queue the job"
 
@@ -75,23 +75,11 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
 LATENTS_FIX = "give --save-latents a file path in a writable folder"
 
 
-def _not_a_file(path: Path) -> str | None:
-    """What ``path`` is when it exists as something a file must not replace (a folder, a device...)."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode):
-        return None
-    return ("a directory" if stat.S_ISDIR(mode) else "a character device" if stat.S_ISCHR(mode)
-            else "a block device" if stat.S_ISBLK(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file")
-
-
 def check_file_target(path: str | os.PathLike, fix: str = LATENTS_FIX) -> Path:
     """Prove that a file can be written at ``path`` (its folder created and writable, nothing but a
     regular file in its place) before any model work is spent on the job that writes it."""
     path = Path(path).expanduser()
-    kind = _not_a_file(path)
+    kind = not_a_regular_file(path)
     if kind:
         raise OutputError(f"cannot write {path}: it is {kind}, not a file", fix)
     try:
@@ -117,7 +105,7 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        kind = _not_a_file(path)
+        kind = not_a_regular_file(path)  # never replace a folder or a device that took the name
         if kind:
             raise OutputError(f"cannot write {path}: it is {kind}, not a file", "give a file path")
         os.replace(tmp, path)

@@ -13,7 +13,6 @@ import importlib.metadata
 import json
 import os
 import re
-import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ..output.atomic import StagedFolder, atomic_path, check_file_target, copy_f
 from ..output.contact_sheet import write_contact_sheet
 from ..output.video import write_mp4
 from ..params import EditParams, params_to_dict
-from ..paths import OUTPUT_FILES
+from ..paths import OUTPUT_FILES, not_a_regular_file
 from .artifacts import EditResult, Inversion, Source, Variant
 
 
@@ -77,11 +76,12 @@ def _read_job_text(path: Path) -> str:
     """The file's text: a regular file, at most JOB_FILE_LIMIT bytes (a FIFO or a device is refused
     before it is opened: reading one would block or never end)."""
     try:
-        info = path.stat()
+        path.stat()  # a missing or unreadable path: named below
     except OSError as exc:
         raise _job_error(path, exc.strerror or type(exc).__name__) from exc
-    if not stat.S_ISREG(info.st_mode):
-        raise _job_error(path, "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file")
+    kind = not_a_regular_file(path)
+    if kind:  # reading a FIFO would block, a device never ends
+        raise _job_error(path, "a directory" if kind == "a directory" else "not a regular file")
     try:
         with open(path, "rb") as handle:
             data = handle.read(JOB_FILE_LIMIT + 1)

@@ -12,7 +12,6 @@ import hashlib
 import math
 import os
 import re
-import stat
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import decord  # isort: skip  (after torch, see the module docstring)
 
 from ..errors import VideoError
 from ..params import FRAME_MULTIPLE, MIN_FRAMES, SPECS_BY_NAME, EditParams
+from ..paths import not_a_regular_file
 
 decord.logging.set_level(decord.logging.QUIET)  # ffmpeg's own log: the engine reports unreadable clips itself
 
@@ -136,14 +136,9 @@ def _special_kind(path: Path) -> str | None:
     """What ``path`` is when it is not a regular file (a FIFO, a device, a socket), else None.
 
     A file in /proc or /sys is regular but reports 0 bytes while it holds text: it is named too."""
-    mode = path.stat().st_mode
-    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return kind
     if str(path.resolve()).startswith(("/proc/", "/sys/")):
         return "a /proc or /sys pseudo-file"
-    return None
+    return not_a_regular_file(path)
 
 
 @contextlib.contextmanager
