@@ -10,7 +10,8 @@ off their UI thread.
 - :func:`describe_source` says what a clip is and how many frames the parameters keep.
 - :func:`result_frame_count` and :func:`result_frames` read frames of a finished result's videos.
 - :func:`delete_result` removes a finished job from history and its folder from disk.
-- :func:`check_data_dir_free` refuses a data dir another process holds, without loading torch.
+- :func:`check_data_dir_free` refuses a data dir another process holds, without loading torch;
+  :func:`check_latents_path` refuses a ``--save-latents`` path that cannot take a file.
 - :func:`read_job_file` reads a finished result's job.json; :func:`config_flags` and
   :func:`config_from_flags` are EngineConfig's command-line flags, generated from its fields.
 - The contract, re-exported: parameters, events, errors, DeviceState, result file names, metric keys.
@@ -92,6 +93,14 @@ def check_data_dir_free(root: Path | None = None) -> None:
     DataDirLock(Path(root) if root else data_dir()).check_free()
 
 
+def check_latents_path(path: str | Path) -> Path:
+    """Refuse, before any model work, a ``--save-latents`` path that cannot take a file (a folder,
+    a device, a path under a file, a read-only folder); no torch needed."""
+    from .output.atomic import check_file_target
+
+    return check_file_target(path)
+
+
 @dataclass(frozen=True)
 class SourceSummary:
     """What a clip is and what an edit with given parameters would take of it."""
@@ -145,7 +154,8 @@ __all__ = [
     "ATTENTION_CHOICES", "config_flags", "config_from_flags", "DeviceState", "DeviceStatus", "DOWN_STATES", "GIB",
     "JobDeleted", "JobMoved",
     "METRIC_LABELS", "PSNR_ROUND_TRIP", "one_line", "OUTPUT_FILES", "read_job_file", "Worker", "WorkerStatus",
-    "build_params", "CANCELLED", "check_data_dir_free", "check_prompts", "DEFAULT_MODEL", "delete_result",
+    "build_params", "CANCELLED", "check_data_dir_free", "check_latents_path", "check_prompts", "DEFAULT_MODEL",
+    "delete_result",
     "describe_source", "DONE", "EditError", "EditParams", "EditWarning", "EngineConfig", "EngineReady",
     "EngineStopped", "Event", "event_to_dict", "FAILED", "field_problem", "GpuMemory", "INTERRUPTED",
     "JobCancelled", "JobFailed", "JobFinished", "JobQueued", "JobRecord", "JobSpec", "JobStarted",

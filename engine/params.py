@@ -281,8 +281,20 @@ def check_prompts(prompts: list[str]) -> None:
             problems.append(f"{where}: must be text (got {_show(prompt)})")
         elif not prompt.strip():
             problems.append(f"{where}: {EMPTY_PROMPT}")
+        elif not _is_utf8(prompt):
+            problems.append(f"{where}: holds bytes that are not UTF-8 text (the terminal's or the shell's "
+                            "encoding?) — type it again as UTF-8")
     if problems:
         raise ParamsError(problems)
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text holding lone surrogates: bytes the command line could not decode as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def params_to_dict(params: EditParams) -> dict[str, Any]:

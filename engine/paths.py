@@ -5,6 +5,8 @@ Both follow platformdirs, so ``XDG_DATA_HOME`` and ``XDG_CACHE_HOME`` move them 
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import platformdirs
@@ -14,6 +16,23 @@ APP_NAME = "cogedit-tui"
 OUTPUT_FILES = {"original": "original.mp4", "reconstruction": "reconstruction.mp4", "edited": "edited.mp4",
                 "contact_sheet": "contact_sheet.png", "job": "job.json"}
 RESULT_VIDEOS = {label: OUTPUT_FILES[label] for label in ("original", "reconstruction", "edited")}
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def not_a_regular_file(path: str | os.PathLike, follow_symlinks: bool = True) -> str | None:
+    """What ``path`` is when it exists as something other than a regular file ("a directory", "a FIFO
+    (named pipe)", "a character device", ...): reading a FIFO blocks, a device never ends, replacing
+    one destroys it. None for a regular file or a path that cannot be examined."""
+    try:
+        mode = os.stat(path, follow_symlinks=follow_symlinks).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
 
 
 def data_dir() -> Path:

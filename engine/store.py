@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import EditError
 from .params import SPECS_BY_NAME, EditParams, ParamsError, build_params, params_to_dict
+from .paths import not_a_regular_file
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED = (
     "queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -71,6 +72,20 @@ class JobRecord:
     log_path: str | None
 
 
+DATA_DIR_FIX = "make it a writable folder, or point XDG_DATA_HOME at one"
+
+
+def data_dir_error(folder: Path, exc: BaseException) -> EditError:
+    """One line for a data dir that cannot be created or written (a file in the way, read-only)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() and not candidate.is_dir():
+            return EditError(f"cannot use the data dir {folder}: {candidate} is a file, not a folder", DATA_DIR_FIX)
+        if candidate.exists():
+            break
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return EditError(f"cannot use the data dir {folder} ({reason})", DATA_DIR_FIX)
+
+
 class DataDirBusy(EditError):
     """Another process holds the data dir."""
 
@@ -83,8 +98,12 @@ class DataDirLock:
         self._handle = None
 
     def acquire(self) -> DataDirLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
+        self._check_lock_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")
+        except OSError as exc:
+            raise data_dir_error(self.path.parent, exc) from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -99,6 +118,14 @@ class DataDirLock:
         handle.flush()
         self._handle = handle
         return self
+
+    def _check_lock_path(self) -> None:
+        """The lock file is a regular file or absent: a folder, a FIFO (opening it may block) or a
+        symlink (a dangling one would be followed) in its place is named."""
+        kind = not_a_regular_file(self.path, follow_symlinks=False)
+        if kind:
+            raise EditError(f"the lock file {self.path} is {kind}",
+                            "remove it (cogedit-tui creates it again), or point XDG_DATA_HOME at another data dir")
 
     def check_free(self) -> None:
         """Raise DataDirBusy when another process holds the data dir (takes the lock briefly)."""
@@ -116,14 +143,17 @@ class Store:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        self.interrupted_on_open = self._recover()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            self.interrupted_on_open = self._recover()
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise data_dir_error(self.path.parent, exc) from exc
 
     def close(self) -> None:
         with self._lock:

@@ -161,3 +161,25 @@ def run_jobs(tmp_path, model, specs):
         return rec, [worker.store.get(j.id) for j in jobs]
     finally:
         worker.close()
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount a real tmpfs: ``tmpfs("size=3m")`` (a small disk), ``tmpfs("ro,size=1m")`` (read-only);
+    unmounted after the test; the test is skipped where mounting is not permitted."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        folder = tmp_path / f"tmpfs-{len(mounted)}"
+        folder.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("mounting a tmpfs is not permitted here")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=True)

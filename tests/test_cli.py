@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -177,3 +178,39 @@ def test_engine_flags_are_generated_from_engine_config():
     assert (config.model, config.device, config.dtype, config.attention, config.fp8, str(config.output_dir)) == (
         "m", "cuda:0,cuda:1", "fp16", "math", True, "out")
     assert config_from_flags(vars(build_parser().parse_args([]))) == EngineConfig()
+
+
+def test_a_headless_edit_whose_model_fails_leaves_no_job_queued(capsys, monkeypatch, tiny_model_path, clip_path,
+                                                                tmp_path):
+    """Its jobs would otherwise run in the next app session, with that session's model."""
+    from engine.api import INTERRUPTED, Store, data_dir
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    code, _, err = _run(capsys, "edit", str(clip_path), "--prompt", "a", "--prompt", "b", "--model",
+                        str(tiny_model_path), "--output-dir", str(tmp_path / "out"), "--attention", "fa3", *TINY_FLAGS)
+    assert code == 2, err
+    store = Store(data_dir() / "cogedit.db")
+    try:
+        jobs = store.jobs()
+    finally:
+        store.close()
+    assert [job.status for job in jobs] == [INTERRUPTED, INTERRUPTED]
+    assert all("headless edit stopped before this job ran" in job.error for job in jobs)
+
+
+def test_events_jsonl_piped_into_head_stops_printing_quietly_and_finishes(tiny_model_path, clip_path, tmp_path):
+    """``--events jsonl | head -1``: the reader goes away after one line; the edit still finishes, with no
+    BrokenPipeError traceback per later event."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout, whatever the cwd
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "data"), PYTHONPATH=root)
+    command = [sys.executable, "-m", "tui.cli", "edit", str(clip_path), "--prompt", "a", "--events", "jsonl",
+               "--model", str(tiny_model_path), "--output-dir", str(tmp_path / "out"), *TINY_FLAGS]
+    script = " ".join(map(shlex.quote, command)) + " 2>err.txt | head -1; echo ${PIPESTATUS[0]} > code.txt"
+    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    err = (tmp_path / "err.txt").read_text()
+    assert json.loads(proc.stdout)["event"]
+    assert "BrokenPipeError" not in err and "Traceback" not in err, err
+    assert (tmp_path / "code.txt").read_text().strip() == "0", err
+    (folder,) = (tmp_path / "out").iterdir()
+    assert (folder / "edited.mp4").is_file()

@@ -6,6 +6,7 @@ VAE decode, an MP4 half written) with SIGKILL, and then check what a restarted a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -148,23 +149,30 @@ def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-def _disk_full_on_mp4_write(monkeypatch, nth: int) -> None:
-    """The ``nth`` MP4 the engine starts writing hits a full disk (ENOSPC); the others are written."""
-    import imageio_ffmpeg
+def _disk_full_on_mp4_write(monkeypatch, nth: int, tmpfs) -> None:
+    """The ``nth`` MP4 the engine starts writing hits a full disk: ffmpeg writes it onto a real tmpfs
+    with no room left (ENOSPC, as a full disk's writes fail); the others are written."""
+    from engine.output import video
 
-    original = imageio_ffmpeg.write_frames
+    full = tmpfs("size=64k")
+    with contextlib.suppress(OSError), open(full / "filler", "wb") as filler:
+        while True:
+            filler.write(b"\0" * 4096)
+            filler.flush()
+    original = video._ffmpeg_command
     calls = {"n": 0}
 
-    def write_frames(*args, **kwargs):
+    def command(*args):
         calls["n"] += 1
-        return _enospc() if calls["n"] == nth else original(*args, **kwargs)
+        argv = original(*args)
+        return [*argv[:-1], str(full / "out.mp4")] if calls["n"] == nth else argv
 
-    monkeypatch.setattr(imageio_ffmpeg, "write_frames", write_frames)
+    monkeypatch.setattr(video, "_ffmpeg_command", command)
 
 
 def test_disk_full_while_writing_outputs_fails_the_job_and_the_worker_goes_on(tmp_path, tiny_model, clip_path,
-                                                                             tiny_params, monkeypatch):
-    _disk_full_on_mp4_write(monkeypatch, nth=2)
+                                                                             tiny_params, monkeypatch, tmpfs):
+    _disk_full_on_mp4_write(monkeypatch, nth=2, tmpfs=tmpfs)
     specs = [JobSpec(str(clip_path), "a cat", tiny_params()),
              JobSpec(str(clip_path), "a dog", tiny_params(num_inference_steps=5))]  # a batch of its own
     _, (full, after) = run_jobs(tmp_path, tiny_model, specs)
@@ -187,8 +195,8 @@ def test_disk_full_while_caching_keeps_the_job_and_leaves_no_corrupt_entry(tmp_p
 
 
 def test_a_failed_variant_does_not_take_back_a_finished_one(tmp_path, tiny_model, clip_path, tiny_params,
-                                                           monkeypatch):
-    _disk_full_on_mp4_write(monkeypatch, nth=4)  # original, round trip (shared), then each edit: the second
+                                                           monkeypatch, tmpfs):
+    _disk_full_on_mp4_write(monkeypatch, nth=4, tmpfs=tmpfs)  # original, round trip, then each edit: the 2nd
     specs = [JobSpec(str(clip_path), p, tiny_params()) for p in ("a cat", "a dog")]
     _, (a, b) = run_jobs(tmp_path, tiny_model, specs)
     assert a.status == DONE

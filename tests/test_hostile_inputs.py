@@ -164,6 +164,21 @@ def test_audio_only_file(capfd, tiny_model_path, ffmpeg, tmp_path, out):
                            "or cut short?) — give a file with a video track")
 
 
+def test_av1_clip_names_the_codec_and_how_to_re_encode(capfd, tiny_model_path, ffmpeg, tmp_path, out):
+    """decord has no AV1 decoder: the clip has a video stream, just not one it can read."""
+    import subprocess
+
+    clip = tmp_path / "av1.mp4"
+    try:
+        ffmpeg("-f", "lavfi", "-i", "testsrc=size=192x128:rate=16", "-frames:v", "20", "-c:v", "libsvtav1",
+               "-pix_fmt", "yuv420p", clip)
+    except subprocess.CalledProcessError:
+        pytest.skip("this ffmpeg has no AV1 encoder")
+    line = cli_error(capfd, clip, model=tiny_model_path, out=out)
+    assert line == ("cannot read av1.mp4 as a video (its video is AV1, a codec the video reader (decord) cannot "
+                    "decode) — re-encode it to H.264: ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4")
+
+
 # -- the model ------------------------------------------------------------------------------------
 
 def test_model_folder_without_weights(capfd, tiny_model_path, clip_path, tmp_path, out):

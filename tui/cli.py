@@ -8,7 +8,9 @@ parameter shows up here (and in ``--help``) with no change to this file.
 from __future__ import annotations
 
 import argparse
+import stat
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -171,21 +173,39 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, video: str, prompts: list[str], params, save_latents) -> int:
     """Queue one job per prompt on an engine worker, show its events, wait for the jobs to end."""
-    from engine.api import DONE, JobSpec, check_prompts, config_from_flags, describe_source, open_worker
+    from engine.api import (
+        DONE,
+        EditWarning,
+        JobSpec,
+        check_data_dir_free,
+        check_latents_path,
+        check_prompts,
+        config_from_flags,
+        describe_source,
+        open_worker,
+    )
 
     from .headless import JsonLinesPrinter, ProgressBars
 
     check_prompts(prompts)
+    check_data_dir_free()  # a busy data dir is refused at once, before torch loads to probe the clip
+    if save_latents:
+        save_latents = check_latents_path(save_latents)
     describe_source(video, params)  # a bad clip fails here, before the model loads
     # The prompts are variants of one source: batched over one inversion (spread over the devices when
     # there are several). --save-latents writes one batch's latents, so it keeps them all in one.
     batch = {"max_batch_variants": len(prompts)} if save_latents else {}
     worker = open_worker(config_from_flags(vars(args), **batch))
     subscriber = JsonLinesPrinter() if args.events == "jsonl" else ProgressBars()
+    warnings: list[str] = []
+    started = time.time()
+    jobs: list = []
     try:
         with subscriber:
             unsubscribe = worker.subscribe(subscriber)
-            jobs = [worker.submit(JobSpec(video, prompt, params)) for prompt in prompts]
+            worker.subscribe(lambda e: warnings.append(e.message) if isinstance(e, EditWarning) else None)
+            for prompt in prompts:  # nothing runs before start(): the variants still form one batch
+                jobs.append(worker.submit(JobSpec(video, prompt, params)))
             worker.only = {job.id for job in jobs}
             worker.save_latents = save_latents
             worker.start()
@@ -194,6 +214,8 @@ def _run(args: argparse.Namespace, video: str, prompts: list[str], params, save_
             unsubscribe()
         records = [worker.store.get(job.id) for job in jobs]
     finally:
+        worker.stop()
+        _settle_leftovers(worker, jobs)
         worker.close()
     if worker.load_error is not None:
         raise worker.load_error
@@ -206,8 +228,35 @@ def _run(args: argparse.Namespace, video: str, prompts: list[str], params, save_
         print(f"error: {failed[0].error or failed[0].status}", file=sys.stderr)
         return 2 if all(_fixable(r) for r in failed) else 1
     if save_latents:
+        if not _written_since(save_latents, started):
+            reason = warnings[-1] if warnings else "no file appeared"
+            raise EditError(f"the latents were not saved to {save_latents} ({reason.split(' — ')[0]})",
+                            "the results are saved; give --save-latents a writable file path and run it again")
         print(f"latents: {save_latents}", file=stream)
     return 0
+
+
+LEFTOVER_REASON = ("the headless edit stopped before this job ran (its model failed to load, or it was "
+                   "interrupted) — r re-queues it, to run with the app's model")
+
+
+def _settle_leftovers(worker, jobs) -> None:
+    """This command's jobs still queued when it ends (its model failed, Ctrl-C, a later prompt refused)
+    become interrupted: kept in the history, never run by a later session with another model."""
+    from engine.api import QUEUED
+
+    for job in jobs:
+        record = worker.store.get(job.id)
+        if record is not None and record.status == QUEUED:
+            worker.store.mark_interrupted(job.id, LEFTOVER_REASON)
+
+
+def _written_since(path: Path, started: float) -> bool:
+    try:
+        info = Path(path).stat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_mtime >= started - 1
 
 
 def _fixable(record) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from typing import TextIO
 
@@ -37,16 +39,35 @@ class JsonLinesPrinter:
 
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stdout
+        self.closed = False  # the reader went away (``| head -1``): the edit goes on, unprinted
 
     def __call__(self, event: Event) -> None:
-        self.stream.write(json.dumps(event_to_dict(event)) + "\n")
-        self.stream.flush()
+        if self.closed:
+            return
+        try:
+            self.stream.write(json.dumps(event_to_dict(event)) + "\n")
+            self.stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        """Stop writing, and point the stream's descriptor at /dev/null so that nothing (not even
+        Python's flush at exit) raises again."""
+        self.closed = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
 
     def __enter__(self) -> JsonLinesPrinter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stream.flush()
+        if not self.closed:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
 
 
 class ProgressBars:

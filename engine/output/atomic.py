@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
+from ..paths import not_a_regular_file
 
 DISK_FULL_FIX = "free disk space (or choose another --output-dir) and re-queue the job"
 
@@ -71,24 +72,57 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
     return folder
 
 
+LATENTS_FIX = "give --save-latents a file path in a writable folder"
+
+
+def check_file_target(path: str | os.PathLike, fix: str = LATENTS_FIX) -> Path:
+    """Prove that a file can be written at ``path`` (its folder created and writable, nothing but a
+    regular file in its place) before any model work is spent on the job that writes it."""
+    path = Path(path).expanduser()
+    kind = not_a_regular_file(path)
+    if kind:
+        raise OutputError(f"cannot write {path}: it is {kind}, not a file", fix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(_output_error(exc, path, path.parent).problem, fix) from exc
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``."""
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``
+    (never onto a folder, a device or a FIFO that took its name)."""
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = None
     try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{suffix}", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        kind = not_a_regular_file(path)  # never replace a folder or a device that took the name
+        if kind:
+            raise OutputError(f"cannot write {path}: it is {kind}, not a file", "give a file path")
         os.replace(tmp, path)
+    except OutputError:
+        _remove(tmp)
+        raise
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise _output_error(exc, path) from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: Path | None) -> None:
+    if tmp is not None:
+        tmp.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -11,18 +11,21 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import json
+import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from ..errors import EditError
-from ..output.atomic import StagedFolder, atomic_path, copy_file_atomic, write_json_atomic
+from ..errors import EditError, OutputError
+from ..output.atomic import StagedFolder, atomic_path, check_file_target, copy_file_atomic, write_json_atomic
 from ..output.contact_sheet import write_contact_sheet
 from ..output.video import write_mp4
 from ..params import EditParams, params_to_dict
-from ..paths import OUTPUT_FILES
+from ..paths import OUTPUT_FILES, not_a_regular_file
 from .artifacts import EditResult, Inversion, Source, Variant
 
 
@@ -61,18 +64,58 @@ def job_record(variant: Variant, source: Source, params: EditParams, model: dict
     }
 
 
+JOB_FILE_LIMIT = 1 << 20  # a job.json is a few KiB; anything past 1 MiB is not one
+JOB_FIX = "pass the job.json of a finished result folder"
+
+
+def _job_error(path: object, why: str) -> EditError:
+    return EditError(f"cannot use {path} as a job file ({why})", JOB_FIX)
+
+
+def _read_job_text(path: Path) -> str:
+    """The file's text: a regular file, at most JOB_FILE_LIMIT bytes (a FIFO or a device is refused
+    before it is opened: reading one would block or never end)."""
+    try:
+        path.stat()  # a missing or unreadable path: named below
+    except OSError as exc:
+        raise _job_error(path, exc.strerror or type(exc).__name__) from exc
+    kind = not_a_regular_file(path)
+    if kind:  # reading a FIFO would block, a device never ends
+        raise _job_error(path, "a directory" if kind == "a directory" else "not a regular file")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(JOB_FILE_LIMIT + 1)
+    except OSError as exc:
+        raise _job_error(path, exc.strerror or type(exc).__name__) from exc
+    if len(data) > JOB_FILE_LIMIT:
+        raise _job_error(path, f"larger than {JOB_FILE_LIMIT >> 20} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _job_error(path, "not UTF-8 text") from exc
+
+
 def read_job_file(path: Path) -> dict:
     """A result's job.json, checked enough to run it again; EditError when it is unreadable."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise _job_error(repr(path), "not a path")
+    path = Path(path)
+    text = _read_job_text(path)
     try:
-        job = json.loads(Path(path).read_text())
-        for key in ("prompt", "params", "source", "model"):
-            job[key]  # noqa: B018 - presence check
-        job["source"]["path"], job["model"]["model"]  # noqa: B018
-        if not isinstance(job["params"], dict):
-            raise TypeError("params is not an object")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise EditError(f"cannot use {path} as a job file ({type(exc).__name__}: {str(exc)[:80]})",
-                        "pass the job.json of a finished result folder") from exc
+        job = json.loads(text)
+    except RecursionError as exc:
+        raise _job_error(path, "nested too deeply") from exc
+    except ValueError as exc:
+        raise _job_error(path, f"{type(exc).__name__}: {str(exc)[:80]}") from exc
+    expected = {"prompt": str, "params": dict, "source": dict, "model": dict}
+    if not isinstance(job, dict):
+        raise _job_error(path, "not a JSON object")
+    for key, kind in expected.items():
+        if not isinstance(job.get(key), kind):
+            raise _job_error(path, f"{key} is missing or not a {'string' if kind is str else 'JSON object'}")
+    for section, key in (("source", "path"), ("model", "model")):
+        if not isinstance(job[section].get(key), str) or not job[section][key]:
+            raise _job_error(path, f"{section}.{key} is missing or not a string")
     return job
 
 
@@ -89,9 +132,21 @@ def export_variant(output_dir: Path, variant: Variant, record: dict, shared_file
                             {"original": original, "round trip": round_trip, "edited": edited})
         write_json_atomic(staged.path / OUTPUT_FILES["job"], record | {"output_dir": str(staged.final)})
         return staged.commit()
+    except OutputError as exc:
+        staged.discard()
+        raise _unstaged(exc, staged.path, output_dir) from exc
     except BaseException:
         staged.discard()
         raise
+
+
+def _unstaged(exc: OutputError, staging: Path, output_dir: Path) -> OutputError:
+    """The error with the hidden staging path (one variant's own) replaced by the output folder: the
+    reason every failed variant of the batch shows."""
+    if str(staging) not in exc.problem:
+        return exc
+    problem = re.sub(re.escape(str(staging)) + r"[^\s)]*", lambda _: str(output_dir), exc.problem)
+    return OutputError(problem, exc.fix)
 
 
 def write_latents(path: Path, inversion: Inversion, results: list[EditResult]) -> None:
@@ -103,9 +158,13 @@ def write_latents(path: Path, inversion: Inversion, results: list[EditResult]) -
         tensors["edited"] = results[0].latents
     else:
         tensors.update({f"edited_{k}": r.latents for k, r in enumerate(results)})
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_file_target(path)
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+        try:
+            save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+        except SafetensorError as exc:  # safetensors' I/O failures (a full disk...) are not OSErrors
+            raise OutputError(f"cannot write the latents to {path} ({str(exc)[:100]})",
+                              "free disk space or choose another --save-latents path") from exc
 
 
 class SharedVideos:
@@ -128,7 +187,10 @@ class SharedVideos:
 
     def files(self) -> dict[str, Path]:
         """File name -> encoded file, once the encodes are done; raises what they raised."""
-        return self._future.result()
+        try:
+            return self._future.result()
+        except OutputError as exc:
+            raise _unstaged(exc, self._staging.path, self._staging.path.parent) from exc
 
     def __enter__(self) -> SharedVideos:
         return self

@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import threading
@@ -25,7 +26,8 @@ import torch
 import decord  # isort: skip  (after torch, see the module docstring)
 
 from ..errors import VideoError
-from ..params import FRAME_MULTIPLE, MIN_FRAMES, EditParams
+from ..params import FRAME_MULTIPLE, MIN_FRAMES, SPECS_BY_NAME, EditParams
+from ..paths import not_a_regular_file
 
 decord.logging.set_level(decord.logging.QUIET)  # ffmpeg's own log: the engine reports unreadable clips itself
 
@@ -33,6 +35,7 @@ VIDEO_FIX = "give the path of a video file ffmpeg can play (mp4, mov, mkv, webm)
 RECOPY_FIX = "copy or download the video again (it is incomplete or damaged), or re-encode it with ffmpeg"
 STILL_FIX = f"give a video clip of at least {MIN_FRAMES} frames (mp4, mov, mkv, webm)"
 CONVERT_FIX = "convert it to MP4 first: ffmpeg -i IN -pix_fmt yuv420p OUT.mp4"
+REENCODE_FIX = "ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4"
 
 # Log lines decord's C++ code and its ffmpeg write straight to file descriptor 2.
 _NATIVE_LOG = re.compile(r"^\[(\d\d:\d\d:\d\d|[\w,-]+ @ 0x[0-9a-f]+)\] ")
@@ -109,6 +112,10 @@ def check_video_path(path: str | os.PathLike) -> Path:
                                                    "another directory?)")
     if p.is_dir():
         raise VideoError(f"{p} is a directory, not a video", VIDEO_FIX)
+    kind = _special_kind(p)
+    if kind:  # reading a FIFO blocks, a device never ends: refuse before opening it
+        raise VideoError(f"{p} is not a regular file ({kind})", "give the path of a video file (mp4, mov, mkv, "
+                         "webm); copy a stream to a file first")
     if p.stat().st_size == 0:
         raise VideoError(f"{p} is empty (0 bytes)", "copy the video again; the file holds nothing")
     try:
@@ -123,6 +130,15 @@ def check_video_path(path: str | os.PathLike) -> Path:
     if kind == "text":
         raise VideoError(f"cannot read {p.name} as a video (it is a text file)", VIDEO_FIX)
     return p
+
+
+def _special_kind(path: Path) -> str | None:
+    """What ``path`` is when it is not a regular file (a FIFO, a device, a socket), else None.
+
+    A file in /proc or /sys is regular but reports 0 bytes while it holds text: it is named too."""
+    if str(path.resolve()).startswith(("/proc/", "/sys/")):
+        return "a /proc or /sys pseudo-file"
+    return not_a_regular_file(path)
 
 
 @contextlib.contextmanager
@@ -168,6 +184,9 @@ def _reason(exc: BaseException, log: list[str], path: Path) -> tuple[str, str]:
     broken = ("av_read_frame failed", "Error sending packet", "avcodec_send_packet")
     if any(b in text for b in broken) or (unopened and _sniff_path(path) == "MP4"):  # an MP4 with no
         return "the file is truncated or corrupt", RECOPY_FIX  # index (moov), cut or damaged packets
+    if "cannot find video stream" in text and (codec := _video_codec(path)):
+        return (f"its video is {codec.upper()}, a codec the video reader (decord) cannot decode",
+                f"re-encode it to H.264: {REENCODE_FIX}")
     if "cannot find video stream" in text:
         return ("it holds no readable video stream: audio only, or cut short?",
                 "give a file with a video track (mp4, mov, mkv, webm), or copy it again if it was cut short")
@@ -178,6 +197,23 @@ def _reason(exc: BaseException, log: list[str], path: Path) -> tuple[str, str]:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     first = re.sub(r"(\[[\d:]+\] \S+?:\d+: )+", "", first)  # decord's "[time] file.cc:line: " prefixes
     return first[:100], VIDEO_FIX
+
+
+def _video_codec(path: Path) -> str | None:
+    """The codec of the first video stream, as ffmpeg names it (None when it finds none): why decord,
+    built with fewer decoders than ffmpeg, found no stream it could read."""
+    import imageio_ffmpeg
+
+    try:
+        probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+                               capture_output=True, text=True, errors="replace", timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in probe.stderr.splitlines():  # cover art in an audio file is no video
+        found = re.search(r"Stream #\S+.*?: Video: (\w+)", line)
+        if found and "attached pic" not in line:
+            return found.group(1)
+    return None
 
 
 def _head(path: Path) -> bytes:
@@ -276,8 +312,15 @@ def plan_frames(info: VideoInfo, params: EditParams) -> FramePlan:
         dec_w = max(out_w, math.ceil(info.width * scale - 1e-6))
         decode = (dec_h, dec_w)
         crop = ((dec_h - out_h) // 2, (dec_w - out_w) // 2, out_h, out_w)
-    fps = params.fps if params.fps else info.fps / stride
+    fps = params.fps if params.fps else auto_fps(info.fps, stride)
     return FramePlan(tuple(indices), stride, float(fps), decode, crop)
+
+
+def auto_fps(source_fps: float, stride: int) -> float:
+    """The source's fps over the stride, held within the fps parameter's own range (a broken or
+    extreme source rate would otherwise give a 9-frame video lasting minutes, or a 200 fps one)."""
+    spec = SPECS_BY_NAME["fps"]
+    return min(max(source_fps / stride, spec.low), spec.high)
 
 
 def read_frames(info: VideoInfo, plan: FramePlan) -> torch.Tensor:

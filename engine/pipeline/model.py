@@ -219,9 +219,13 @@ def check_model_folder(folder: Path) -> None:
     try:
         index = json.loads(index_file.read_text())
         transformer_cfg = json.loads((folder / "transformer" / "config.json").read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ModelError(f"{folder} has an unreadable or missing config ({type(exc).__name__})",
                          "download the model again") from exc
+    for name, loaded in (("model_index.json", index), ("transformer/config.json", transformer_cfg)):
+        if not isinstance(loaded, dict):
+            raise ModelError(f"{folder}/{name} is not a JSON object (it holds a {type(loaded).__name__})",
+                             "download the model again")
     if index.get("_class_name") != "CogVideoXPipeline":
         raise ModelError(f"{folder} holds a {index.get('_class_name')}, not a CogVideoXPipeline",
                          f"use the text-to-video CogVideoX-5B model ({DEFAULT_MODEL})")

@@ -241,7 +241,10 @@ class DeviceRunner:
 
     def _fail(self, batch: list[JobRecord], error: EditError | None, exc: BaseException) -> None:
         reason = str(error) if error is not None else f"{one_line(exc)} (see the log)"
-        for job in self._unfinished(batch):
+        unfinished = self._unfinished(batch)
+        if not unfinished:  # every variant was exported; what failed after (--save-latents) is still told
+            self._publish(EditWarning(tuple(j.id for j in batch), reason))
+        for job in unfinished:
             log_path = self.worker.write_log(job.id, exc)
             self.worker.store.mark_failed(job.id, reason, log_path)
             self._publish(JobFailed(job.id, reason, log_path, fixable=error is not None))
