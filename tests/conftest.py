@@ -161,3 +161,42 @@ def run_jobs(tmp_path, model, specs):
         return rec, [worker.store.get(j.id) for j in jobs]
     finally:
         worker.close()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """``small_tmpfs(name, size="3m")``: a real tmpfs of that size mounted at ``tmp_path / name``
+    (skipped where mounting is not permitted); unmounted at the end."""
+    import subprocess
+
+    mounted = []
+
+    def mount(name: str, size: str = "3m") -> Path:
+        folder = tmp_path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()[:80]})")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill_disk(folder: Path, leave: int = 0) -> Path:
+    """Write a filler file under ``folder`` until its filesystem has at most ``leave`` bytes free."""
+    filler = folder / "filler.bin"
+    chunk = b"\0" * 4096
+    with open(filler, "wb", buffering=0) as handle:
+        try:
+            while True:
+                stats = os.statvfs(folder)
+                if stats.f_bavail * stats.f_frsize <= leave:
+                    break
+                handle.write(chunk)
+        except OSError:
+            pass
+    return filler

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import DeviceState, DeviceStatus, EngineConfig, JobSpec, WorkerStatus
+from ..errors import EditError
 from ..events import Event, JobCancelled, JobDeleted, JobMoved, JobQueued
 from ..kernels.select import apply_speed
 from ..output.atomic import check_output_dir
@@ -55,6 +56,7 @@ class Worker:
         self.bus = EventBus()
         self.stopping = False
         self.paused = False
+        self.fault: EditError | None = None  # the store cannot be written (a full disk); None once it can
         self._lock = lock
         self._claim = threading.Lock()
         self._wake = threading.Condition()
@@ -201,9 +203,12 @@ class Worker:
         self.notify()
 
     def wait_idle(self, job_ids: set[str], timeout: float | None = None) -> bool:
-        """Block until none of ``job_ids`` is queued or running (for the headless command)."""
+        """Block until none of ``job_ids`` is queued or running (for the headless command), or until the
+        store cannot be written (``fault``: the caller reports it; the jobs stay queued)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if self.fault is not None:
+                return False
             pending = [j for j in job_ids if (r := self.store.get(j)) and r.status in (QUEUED, RUNNING)]
             if not pending or all(r.state in (STOPPED, FAILED, RETIRED) for r in self.runners):
                 return not pending
