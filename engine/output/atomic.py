@@ -103,7 +103,8 @@ def copy_file_atomic(source: Path, path: Path) -> None:
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
+    """``payload`` as strict JSON (a NaN or infinity is refused, never written as invalid JSON)."""
+    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n").encode())
 
 
 def _slug(text: str, limit: int = 32) -> str:
