@@ -125,7 +125,7 @@ class Recorder:
             self.events.append(event)
             self.cond.notify_all()
 
-    def wait_for(self, predicate, timeout=60.0):
+    def wait_for(self, predicate, timeout=240.0):  # generous: the CPU may be shared
         with self.cond:
             assert self.cond.wait_for(lambda: predicate(self.events), timeout), self.events[-5:]
 
