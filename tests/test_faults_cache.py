@@ -5,10 +5,12 @@ not permitted); corrupt entries are real files damaged on disk."""
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 import subprocess
 
 import pytest
+import torch
 from conftest import fill_disk, run_jobs
 from safetensors.torch import load_file, safe_open, save_file
 
@@ -105,3 +107,21 @@ def test_a_malformed_cache_entry_with_the_right_key_is_replaced_not_fatal(tmp_pa
     rec, (later,) = run_jobs(tmp_path, tiny_model, [JobSpec(str(clip_path), "a bird", tiny_params())])
     assert later.status == DONE and _cached(rec)  # the entry was replaced by a good one
 
+
+def test_a_fine_tune_saved_again_into_the_same_folder_does_not_reuse_the_old_inversion(tmp_path, tiny_model_path,
+                                                                                       clip_path, tiny_params):
+    from engine.pipeline.model import load_model
+
+    folder = tmp_path / "my-finetune"
+    shutil.copytree(tiny_model_path, folder)
+    first = load_model(str(folder), device="cpu", dtype="fp32")
+    rec, (job,) = run_jobs(tmp_path, first, [JobSpec(str(clip_path), "a cat", tiny_params())])
+    assert job.status == DONE and not _cached(rec)
+    with torch.no_grad():  # another training step, saved over the previous checkpoint
+        first.pipeline.transformer.proj_out.weight.mul_(1.01)
+    first.pipeline.transformer.save_pretrained(folder / "transformer")
+    second = load_model(str(folder), device="cpu", dtype="fp32")
+    rec, (job,) = run_jobs(tmp_path, second, [JobSpec(str(clip_path), "a dog", tiny_params())])
+    assert job.status == DONE and not _cached(rec)
+    rec, (job,) = run_jobs(tmp_path, second, [JobSpec(str(clip_path), "a bird", tiny_params())])
+    assert job.status == DONE and _cached(rec)  # the same checkpoint still reuses its own inversion

@@ -1,12 +1,13 @@
 """The inversion cache: a source's latents, trajectory and round trip, kept in memory and on disk.
 
 An inversion is worth minutes of GPU time and depends only on the source and a few settings, so it
-is keyed by exactly those: the file's content hash, the frame plan, the model, the dtype, the steps
-and the inversion's conditioning. Entries live in a small in-memory LRU and as safetensors files
-under the cache dir (bounded in total size, oldest used dropped first). Each file carries its key
-and a checksum of its tensors (names, dtypes, shapes, bytes); a file whose key, checksum, shapes,
-dtypes or metrics are wrong is deleted and recomputed, never trusted. The disk copy is a
-convenience: a full or read-only cache disk leaves the inversion in memory and the job goes on.
+is keyed by exactly those: the file's content hash, the frame plan, the model and the identity of its
+weight files (sizes and modification times: a fine-tune saved again into the same folder is another
+model), the dtype, the steps and the inversion's conditioning. Entries live in a small in-memory LRU
+and as safetensors files under the cache dir (bounded in total size, oldest used dropped first). Each
+file carries its key and a checksum of its tensors (names, dtypes, shapes, bytes); a file whose key,
+checksum, shapes, dtypes or metrics are wrong is deleted and recomputed, never trusted. The disk copy
+is a convenience: a full or read-only cache disk leaves the inversion in memory and the job goes on.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ..params import EditParams
 from .artifacts import Inversion, Source
 from .model import LoadedModel
 
-CACHE_FORMAT = 2  # 2: a checksum of the tensors
+CACHE_FORMAT = 2  # 2: a checksum of the tensors, and the weights' identity in the key
 TENSORS = ("source_latents", "trajectory", "round_trip_latents", "round_trip_video")
 
 
@@ -42,7 +43,8 @@ def inversion_key(source: Source, params: EditParams, model: LoadedModel, tiling
         "source_sha256": source.digest,
         "frames": list(source.plan.indices), "decode_size": list(source.plan.decode_size),
         "crop": list(source.plan.crop),
-        "model": model.resolved_path, "revision": model.revision, "dtype": model.dtype_name,
+        "model": model.resolved_path, "revision": model.revision, "weights": model.weights_id,
+        "dtype": model.dtype_name,
         "device_type": model.device.type, "vae_tiling": tiling,
         "steps": params.num_inference_steps,
         "inversion_prompt": params.inversion_prompt, "inversion_guidance": params.inversion_guidance,
