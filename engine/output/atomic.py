@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
@@ -25,6 +26,74 @@ DISK_FULL_FIX = "free disk space (or choose another --output-dir) and re-queue t
 
 
 WRITABLE_FIX = "choose a writable --output-dir"
+
+# Staging folders and temporary files carry their process's token; the process holds an flock on
+# ``.cogedit-owner-<token>.lock`` in each folder it stages in, for as long as it lives. Another process
+# (its own data dir, the same --output-dir or cache dir) removes staging only when it can take that
+# lock: then its owner is provably gone.
+OWNER = uuid.uuid4().hex[:12]
+_OWNED = re.compile(r"\.partial-([0-9a-f]{12})(?=[-.]|$)")
+_OWNER_LOCKS: dict[Path, Any] = {}
+
+
+def _owner_lock(folder: Path, token: str) -> Path:
+    return folder / f".cogedit-owner-{token}.lock"
+
+
+def hold_owner_lock(folder: Path) -> None:
+    """Take this process's owner lock in ``folder`` (once; held until the process ends). The lock file
+    appears already locked (locked under a temporary name, then renamed), so no cleaner can see it free."""
+    folder = Path(folder).resolve()
+    if folder in _OWNER_LOCKS:
+        return
+    fd, tmp = tempfile.mkstemp(prefix=".cogedit-owner-", suffix=".tmp", dir=folder)
+    handle = os.fdopen(fd, "w")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.replace(tmp, _owner_lock(folder, OWNER))
+    _OWNER_LOCKS[folder] = handle
+
+
+def _owner_gone(folder: Path, token: str) -> bool:
+    """True when ``token``'s process no longer holds its lock in ``folder`` (its lock is taken to tell)."""
+    path = _owner_lock(folder, token)
+    try:
+        handle = open(path)
+    except FileNotFoundError:
+        return True  # a cleaner found it gone before and removed its lock
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+def remove_abandoned_staging(folder: Path) -> list[Path]:
+    """Remove the staging folders and temporary files in ``folder`` whose owner process is gone (never
+    another live process's, never this one's); returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    gone: dict[str, bool] = {}
+    removed = []
+    for entry in folder.iterdir():
+        match = _OWNED.search(entry.name) if entry.name.startswith(".") else None
+        if match is None or match.group(1) == OWNER:
+            continue
+        token = match.group(1)
+        if gone.setdefault(token, _owner_gone(folder, token)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    for lock in folder.glob(".cogedit-owner-*.lock"):
+        token = lock.name[len(".cogedit-owner-"):-len(".lock")]
+        if token != OWNER and gone.setdefault(token, _owner_gone(folder, token)):
+            lock.unlink(missing_ok=True)
+    return removed
 
 
 def _file_in_the_way(folder: Path) -> Path | None:
@@ -75,7 +144,9 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
 def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``."""
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{suffix}", dir=path.parent)
+    if not path.parent.name.startswith(".partial-"):  # inside a staging folder, the folder is what is owned
+        hold_owner_lock(path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial-{OWNER}{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -123,9 +194,10 @@ class StagedFolder:
         output_dir = Path(output_dir).expanduser()
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(prompt)}-{uuid.uuid4().hex[:6]}"
         self.final = output_dir / name
-        self.path = output_dir / f".partial-{name}"
+        self.path = output_dir / f".partial-{OWNER}-{name}"
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
+            hold_owner_lock(output_dir)
             self.path.mkdir()
         except OSError as exc:
             raise _output_error(exc, self.final, output_dir) from exc

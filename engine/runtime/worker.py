@@ -30,7 +30,7 @@ from ..config import DeviceState, DeviceStatus, EngineConfig, JobSpec, WorkerSta
 from ..errors import EditError
 from ..events import Event, JobCancelled, JobDeleted, JobMoved, JobQueued
 from ..kernels.select import apply_speed
-from ..output.atomic import check_output_dir
+from ..output.atomic import check_output_dir, remove_abandoned_staging
 from ..params import check_prompts
 from ..paths import OUTPUT_FILES, cache_dir, data_dir, default_output_dir
 from ..pipeline.frames import check_video_path, file_digest
@@ -266,17 +266,10 @@ class Worker:
             return None
 
     def _remove_stale_partials(self) -> None:
-        """Staging folders and temp files left by a process that died mid-write (we hold the lock)."""
-        for pattern, folder in ((".partial-*", self.output_dir), (".*.partial*", self.output_dir),
-                                (".*.partial*", self.cache_folder)):
-            if not folder.is_dir():
-                continue
-            for stale in folder.glob(pattern):
-                if stale.is_dir():
-                    shutil.rmtree(stale, ignore_errors=True)
-                else:
-                    stale.unlink(missing_ok=True)
-
+        """Staging folders and temp files left by a process that died mid-write: only those whose owner's
+        lock is free (another live process may share the output or cache folder)."""
+        for folder in (self.output_dir, self.cache_folder):
+            remove_abandoned_staging(folder)
 
 def _device_loader(config: EngineConfig, loader: Loader | None) -> Loader:
     """``loader(device)``: by default the configured model, loaded and sped up on that device."""
