@@ -173,9 +173,10 @@ def copy_file_atomic(source: Path, path: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """``payload`` as strict JSON (a NaN or infinity is refused, never written as invalid JSON)."""
-    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n").encode())
+def write_json_atomic(path: Path, payload: dict[str, Any], allow_nan: bool = False) -> None:
+    """``payload`` as strict JSON: a NaN or infinity raises ValueError rather than being written as
+    invalid JSON (``allow_nan``: written as Python's NaN/Infinity, for the benchmark's raw figures)."""
+    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False, allow_nan=allow_nan) + "\n").encode())
 
 
 def _slug(text: str, limit: int = 32) -> str:
