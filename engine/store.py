@@ -95,7 +95,8 @@ def store_error(exc: sqlite3.Error | OSError, path: Path) -> EditError:
     """One line for a failed read or write of the history database ``path``."""
     if _is_disk_full(exc):
         return OutputError(f"disk full while writing {path}", STORE_DISK_FULL_FIX)
-    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if (isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)) or (
+            "readonly database" in str(exc) or ("unable to open" in str(exc) and not os.access(path.parent, os.W_OK))):
         return OutputError(f"cannot write to {path.parent} (permission denied)",
                            "make the data dir writable, or point XDG_DATA_HOME at a writable folder")
     detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__

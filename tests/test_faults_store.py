@@ -109,3 +109,19 @@ def test_a_bad_json_cell_in_timings_or_metrics_reads_as_empty(tmp_path, clip_pat
     finally:
         store.close()
 
+
+
+def test_a_read_only_data_dir_says_so_rather_than_blaming_the_database(tmp_path, clip_path, tiny_params):
+    _history(tmp_path / "data", clip_path, tiny_params)
+    view = tmp_path / "read-only"
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", str(tmp_path / "data"), str(view)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], capture_output=True).returncode:
+            pytest.skip("cannot remount read-only here")
+        with pytest.raises(EditError, match="permission denied") as caught:
+            Store(view / "cogedit.db")
+        assert "move it aside" not in str(caught.value)
+    finally:
+        subprocess.run(["umount", str(view)], capture_output=True)
