@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,13 +28,14 @@ DISK_FULL_FIX = "free disk space (or choose another --output-dir) and re-queue t
 
 WRITABLE_FIX = "choose a writable --output-dir"
 
-# Staging folders and temporary files carry their process's token; the process holds an flock on
-# ``.cogedit-owner-<token>.lock`` in each folder it stages in, for as long as it lives. Another process
-# (its own data dir, the same --output-dir or cache dir) removes staging only when it can take that
-# lock: then its owner is provably gone.
+# Staging folders and temporary files carry their process's token; while a process has any in a folder
+# it holds an flock on ``.cogedit-owner-<token>.lock`` there (removed with its last one, so a finished
+# run leaves nothing behind). Another process (its own data dir, the same --output-dir or cache dir)
+# removes staging only when that lock is free or gone: then its owner has ended or finished with it.
 OWNER = uuid.uuid4().hex[:12]
 _OWNED = re.compile(r"\.partial-([0-9a-f]{12})(?=[-.]|$)")
-_OWNER_LOCKS: dict[Path, Any] = {}
+_OWNER_LOCKS: dict[Path, list[Any]] = {}  # folder -> [locked handle, entries staged there]
+_OWNER_MUTEX = threading.Lock()
 
 
 def _owner_lock(folder: Path, token: str) -> Path:
@@ -41,16 +43,34 @@ def _owner_lock(folder: Path, token: str) -> Path:
 
 
 def hold_owner_lock(folder: Path) -> None:
-    """Take this process's owner lock in ``folder`` (once; held until the process ends). The lock file
-    appears already locked (locked under a temporary name, then renamed), so no cleaner can see it free."""
+    """Count one more staged entry of this process in ``folder``, taking its owner lock for the first.
+    The lock file appears already locked (locked under a temporary name, then renamed)."""
     folder = Path(folder).resolve()
-    if folder in _OWNER_LOCKS:
-        return
-    fd, tmp = tempfile.mkstemp(prefix=".cogedit-owner-", suffix=".tmp", dir=folder)
-    handle = os.fdopen(fd, "w")
-    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.replace(tmp, _owner_lock(folder, OWNER))
-    _OWNER_LOCKS[folder] = handle
+    with _OWNER_MUTEX:
+        if folder in _OWNER_LOCKS:
+            _OWNER_LOCKS[folder][1] += 1
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".cogedit-owner-", suffix=".tmp", dir=folder)
+        handle = os.fdopen(fd, "w")
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(tmp, _owner_lock(folder, OWNER))
+        _OWNER_LOCKS[folder] = [handle, 1]
+
+
+def release_owner_lock(folder: Path) -> None:
+    """One staged entry fewer in ``folder``; with the last, the lock file is removed (then unlocked)."""
+    folder = Path(folder).resolve()
+    with _OWNER_MUTEX:
+        held = _OWNER_LOCKS.get(folder)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] > 0:
+            return
+        del _OWNER_LOCKS[folder]
+        with contextlib.suppress(OSError):
+            _owner_lock(folder, OWNER).unlink()
+        held[0].close()
 
 
 def _owner_gone(folder: Path, token: str) -> bool:
@@ -67,7 +87,10 @@ def _owner_gone(folder: Path, token: str) -> bool:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        return True
+        try:  # free and still the file at that name: its owner has ended (an owner removes it before unlocking)
+            return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            return True
 
 
 def remove_abandoned_staging(folder: Path) -> list[Path]:
@@ -78,7 +101,7 @@ def remove_abandoned_staging(folder: Path) -> list[Path]:
         return []
     gone: dict[str, bool] = {}
     removed = []
-    for entry in folder.iterdir():
+    for entry in list(folder.iterdir()):  # listed before any lock is looked at
         match = _OWNED.search(entry.name) if entry.name.startswith(".") else None
         if match is None or match.group(1) == OWNER:
             continue
@@ -144,22 +167,27 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
 def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``."""
     path = Path(path)
-    if not path.parent.name.startswith(".partial-"):  # inside a staging folder, the folder is what is owned
+    owned = not path.parent.name.startswith(".partial-")  # inside a staging folder, the folder is owned
+    if owned:
         hold_owner_lock(path.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial-{OWNER}{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _output_error(exc, path) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial-{OWNER}{suffix}", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _output_error(exc, path) from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    finally:
+        if owned:
+            release_owner_lock(path.parent)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -196,21 +224,31 @@ class StagedFolder:
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(prompt)}-{uuid.uuid4().hex[:6]}"
         self.final = output_dir / name
         self.path = output_dir / f".partial-{OWNER}-{name}"
+        self._owned = False
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
             hold_owner_lock(output_dir)
+            self._owned = True
             self.path.mkdir()
         except OSError as exc:
+            self._release()
             raise _output_error(exc, self.final, output_dir) from exc
+
+    def _release(self) -> None:
+        if self._owned:
+            self._owned = False
+            release_owner_lock(self.final.parent)
 
     def commit(self) -> Path:
         try:
             os.rename(self.path, self.final)
         except OSError as exc:
             raise _output_error(exc, self.final) from exc
+        self._release()
         return self.final
 
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        self._release()
 
 
