@@ -9,6 +9,7 @@ A job found ``running`` when the store opens belonged to a process that died: it
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import EditError
+from .errors import EditError, OutputError
 from .params import SPECS_BY_NAME, EditParams, ParamsError, build_params, params_to_dict
 from .paths import not_a_regular_file
 
@@ -86,8 +87,38 @@ def data_dir_error(folder: Path, exc: BaseException) -> EditError:
     return EditError(f"cannot use the data dir {folder} ({reason})", DATA_DIR_FIX)
 
 
+EXPECTED_COLUMNS = {"id", "source", "source_sha", "prompt", "params", "status", "position", "created", "started",
+                    "finished", "output_dir", "timings", "metrics", "error", "log_path"}
+STORE_DISK_FULL_FIX = ("free disk space under the data dir (or point XDG_DATA_HOME at another disk); "
+                       "queued jobs are kept")
+
+
 class DataDirBusy(EditError):
     """Another process holds the data dir."""
+
+
+class HistoryUnreadable(EditError):
+    """The history database is not a database this version can read (truncated, garbage, a folder)."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "disk is full" in text or "disk full" in text or getattr(exc, "errno", None) == errno.ENOSPC
+
+
+def store_error(exc: sqlite3.Error | OSError, path: Path) -> EditError:
+    """One line for a failed read or write of the history database ``path``."""
+    if _is_disk_full(exc):
+        return OutputError(f"disk full while writing {path}", STORE_DISK_FULL_FIX)
+    if (isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)) or (
+            "readonly database" in str(exc) or ("unable to open" in str(exc) and not os.access(path.parent, os.W_OK))):
+        return OutputError(f"cannot write to {path.parent} (permission denied)",
+                           "make the data dir writable, or point XDG_DATA_HOME at a writable folder")
+    detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+    return HistoryUnreadable(
+        f"the history database {path} is unreadable ({detail})",
+        f"move it aside (mv {path} {path}.broken) and start again: the queue and history start empty, "
+        "the result folders are kept")
 
 
 class DataDirLock:
@@ -112,10 +143,16 @@ class DataDirLock:
             handle.close()
             raise DataDirBusy(f"another cogedit-tui (pid {owner}) is using {self.path.parent}",
                               "close it first, or point XDG_DATA_HOME at another data dir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+        except OSError as exc:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):  # closing flushes the unwritten pid again
+                handle.close()
+            raise store_error(exc, self.path) from exc
         self._handle = handle
         return self
 
@@ -144,31 +181,61 @@ class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise data_dir_error(self.path.parent, exc) from exc
+        try:
+            if self.path.exists() and not self.path.is_file():
+                raise sqlite3.DatabaseError("it is not a file")
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._check_schema()
             self.interrupted_on_open = self._recover()
-        except (OSError, sqlite3.OperationalError) as exc:
-            raise data_dir_error(self.path.parent, exc) from exc
+        except (sqlite3.Error, OSError, EditError) as exc:
+            if self._db is not None:
+                self._db.close()
+            if isinstance(exc, EditError):
+                raise
+            raise store_error(exc, self.path) from exc
+
+    def _check_schema(self) -> None:
+        """A readable database with the jobs table this version writes (quick_check reads every page)."""
+        verdict = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {verdict}")
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if not EXPECTED_COLUMNS <= columns:
+            raise sqlite3.DatabaseError(f"its jobs table lacks {', '.join(sorted(EXPECTED_COLUMNS - columns))}")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """SQLite's faults as one-line EditErrors (a full disk, a database damaged while open)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.path) from exc
+
+    @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._guard():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a failed COMMIT (a full disk) leaves it open
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _recover(self) -> list[str]:
         """Jobs left ``running`` by a dead process become ``interrupted``."""
@@ -181,7 +248,7 @@ class Store:
     # -- reading -------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> JobRecord | None:
-        with self._lock:
+        with self._lock, self._guard():
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _record(row) if row else None
 
@@ -191,7 +258,7 @@ class Store:
         if statuses:
             query += f" WHERE status IN ({','.join('?' * len(statuses))})"
             args = statuses
-        with self._lock:
+        with self._lock, self._guard():
             rows = self._db.execute(query + " ORDER BY position, created", args).fetchall()
         return [_record(r) for r in rows]
 
@@ -201,7 +268,7 @@ class Store:
     def history(self, search: str = "") -> list[JobRecord]:
         """Finished jobs, newest first, filtered by a case-insensitive search of prompt and source."""
         like = f"%{search.lower()}%"
-        with self._lock:
+        with self._lock, self._guard():
             rows = self._db.execute(
                 "SELECT * FROM jobs WHERE status = ? AND (lower(prompt) LIKE ? OR lower(source) LIKE ?) "
                 "ORDER BY finished DESC", (DONE, like, like)).fetchall()
@@ -292,10 +359,21 @@ def _stored_params(text: str) -> EditParams:
         return EditParams()
 
 
+def _stored_numbers(text: str | None) -> dict[str, float]:
+    """Timings or metrics as stored; a cell that is not a JSON object of numbers reads as empty."""
+    try:
+        values = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(values, dict):
+        return {}
+    return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def _record(row: sqlite3.Row) -> JobRecord:
     return JobRecord(
         id=row["id"], source=row["source"], source_sha=row["source_sha"], prompt=row["prompt"],
         params=_stored_params(row["params"]), status=row["status"], position=row["position"],
         created=row["created"], started=row["started"], finished=row["finished"], output_dir=row["output_dir"],
-        timings=json.loads(row["timings"] or "{}"), metrics=json.loads(row["metrics"] or "{}"),
+        timings=_stored_numbers(row["timings"]), metrics=_stored_numbers(row["metrics"]),
         error=row["error"], log_path=row["log_path"])

@@ -125,7 +125,7 @@ class Recorder:
             self.events.append(event)
             self.cond.notify_all()
 
-    def wait_for(self, predicate, timeout=60.0):
+    def wait_for(self, predicate, timeout=240.0):  # generous: the CPU may be shared
         with self.cond:
             assert self.cond.wait_for(lambda: predicate(self.events), timeout), self.events[-5:]
 
@@ -165,21 +165,45 @@ def run_jobs(tmp_path, model, specs):
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    """Mount a real tmpfs: ``tmpfs("size=3m")`` (a small disk), ``tmpfs("ro,size=1m")`` (read-only);
-    unmounted after the test; the test is skipped where mounting is not permitted."""
+    """Mount a real tmpfs: ``tmpfs("size=3m")`` (a small disk), ``tmpfs("ro,size=1m")`` (read-only), at
+    ``tmp_path / name`` when a name is given; unmounted after the test; the test is skipped where
+    mounting is not permitted."""
     import subprocess
 
     mounted: list[Path] = []
 
-    def mount(options: str) -> Path:
-        folder = tmp_path / f"tmpfs-{len(mounted)}"
-        folder.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                          capture_output=True).returncode != 0:
-            pytest.skip("mounting a tmpfs is not permitted here")
+    def mount(options: str, name: str | None = None) -> Path:
+        folder = tmp_path / (name or f"tmpfs-{len(mounted)}")
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()[:80]})")
         mounted.append(folder)
         return folder
 
     yield mount
-    for folder in mounted:
-        subprocess.run(["umount", str(folder)], check=True)
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.fixture
+def small_tmpfs(tmpfs):
+    """``small_tmpfs(name, size="3m")``: a real tmpfs of that size mounted at ``tmp_path / name``."""
+    return lambda name, size="3m": tmpfs(f"size={size}", name)
+
+
+def fill_disk(folder: Path, leave: int = 0) -> Path:
+    """Write a filler file under ``folder`` until its filesystem has at most ``leave`` bytes free."""
+    filler = folder / "filler.bin"
+    chunk = b"\0" * 4096
+    with open(filler, "wb", buffering=0) as handle:
+        try:
+            while True:
+                stats = os.statvfs(folder)
+                if stats.f_bavail * stats.f_frsize <= leave:
+                    break
+                handle.write(chunk)
+        except OSError:
+            pass
+    return filler

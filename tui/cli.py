@@ -217,6 +217,8 @@ def _run(args: argparse.Namespace, video: str, prompts: list[str], params, save_
         worker.stop()
         _settle_leftovers(worker, jobs)
         worker.close()
+    if worker.fault is not None:  # the data dir's disk is full: the jobs stay queued for a later run
+        raise worker.fault
     if worker.load_error is not None:
         raise worker.load_error
     stream = sys.stderr if args.events == "jsonl" else sys.stdout

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +28,96 @@ DISK_FULL_FIX = "free disk space (or choose another --output-dir) and re-queue t
 
 
 WRITABLE_FIX = "choose a writable --output-dir"
+
+# Staging folders and temporary files carry their process's token; while a process has any in a folder
+# it holds an flock on ``.cogedit-owner-<token>.lock`` there (removed with its last one, so a finished
+# run leaves nothing behind). Another process (its own data dir, the same --output-dir or cache dir)
+# removes staging only when that lock is free or gone: then its owner has ended or finished with it.
+OWNER = uuid.uuid4().hex[:12]
+_OWNED = re.compile(r"\.partial-([0-9a-f]{12})(?=[-.]|$)")
+_OWNER_LOCKS: dict[Path, list[Any]] = {}  # folder -> [locked handle, entries staged there]
+_OWNER_MUTEX = threading.Lock()
+
+
+def _owner_lock(folder: Path, token: str) -> Path:
+    return folder / f".cogedit-owner-{token}.lock"
+
+
+def hold_owner_lock(folder: Path) -> None:
+    """Count one more staged entry of this process in ``folder``, taking its owner lock for the first.
+    The lock file appears already locked (locked under a temporary name, then renamed)."""
+    folder = Path(folder).resolve()
+    with _OWNER_MUTEX:
+        if folder in _OWNER_LOCKS:
+            _OWNER_LOCKS[folder][1] += 1
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".cogedit-owner-", suffix=".tmp", dir=folder)
+        handle = os.fdopen(fd, "w")
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(tmp, _owner_lock(folder, OWNER))
+        _OWNER_LOCKS[folder] = [handle, 1]
+
+
+def release_owner_lock(folder: Path) -> None:
+    """One staged entry fewer in ``folder``; with the last, the lock file is removed (then unlocked)."""
+    folder = Path(folder).resolve()
+    with _OWNER_MUTEX:
+        held = _OWNER_LOCKS.get(folder)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] > 0:
+            return
+        del _OWNER_LOCKS[folder]
+        with contextlib.suppress(OSError):
+            _owner_lock(folder, OWNER).unlink()
+        held[0].close()
+
+
+def _owner_gone(folder: Path, token: str) -> bool:
+    """True when ``token``'s process no longer holds its lock in ``folder`` (its lock is taken to tell)."""
+    path = _owner_lock(folder, token)
+    try:
+        handle = open(path)
+    except FileNotFoundError:
+        return True  # a cleaner found it gone before and removed its lock
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        try:  # free and still the file at that name: its owner has ended (an owner removes it before unlocking)
+            return os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            return True
+
+
+def remove_abandoned_staging(folder: Path) -> list[Path]:
+    """Remove the staging folders and temporary files in ``folder`` whose owner process is gone (never
+    another live process's, never this one's); returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    gone: dict[str, bool] = {}
+    removed = []
+    for entry in list(folder.iterdir()):  # listed before any lock is looked at
+        match = _OWNED.search(entry.name) if entry.name.startswith(".") else None
+        if match is None or match.group(1) == OWNER:
+            continue
+        token = match.group(1)
+        if gone.setdefault(token, _owner_gone(folder, token)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    for lock in folder.glob(".cogedit-owner-*.lock"):
+        token = lock.name[len(".cogedit-owner-"):-len(".lock")]
+        if token != OWNER and gone.setdefault(token, _owner_gone(folder, token)):
+            lock.unlink(missing_ok=True)
+    return removed
 
 
 def _file_in_the_way(folder: Path) -> Path | None:
@@ -97,9 +189,14 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``
     (never onto a folder, a device or a FIFO that took its name)."""
     path = Path(path)
+    owned = not path.parent.name.startswith(".partial-")  # inside a staging folder, the folder is owned
     tmp = None
+    locked = False
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{suffix}", dir=path.parent)
+        if owned:
+            hold_owner_lock(path.parent)
+            locked = True
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial-{OWNER}{suffix}", dir=path.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         yield tmp
@@ -118,6 +215,9 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+    finally:
+        if locked:
+            release_owner_lock(path.parent)
 
 
 def _remove(tmp: Path | None) -> None:
@@ -136,8 +236,10 @@ def copy_file_atomic(source: Path, path: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
+def write_json_atomic(path: Path, payload: dict[str, Any], allow_nan: bool = False) -> None:
+    """``payload`` as strict JSON: a NaN or infinity raises ValueError rather than being written as
+    invalid JSON (``allow_nan``: written as Python's NaN/Infinity, for the benchmark's raw figures)."""
+    write_bytes_atomic(path, (json.dumps(payload, indent=2, sort_keys=False, allow_nan=allow_nan) + "\n").encode())
 
 
 def _slug(text: str, limit: int = 32) -> str:
@@ -156,21 +258,32 @@ class StagedFolder:
         output_dir = Path(output_dir).expanduser()
         name = f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(prompt)}-{uuid.uuid4().hex[:6]}"
         self.final = output_dir / name
-        self.path = output_dir / f".partial-{name}"
+        self.path = output_dir / f".partial-{OWNER}-{name}"
+        self._owned = False
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
+            hold_owner_lock(output_dir)
+            self._owned = True
             self.path.mkdir()
         except OSError as exc:
+            self._release()
             raise _output_error(exc, self.final, output_dir) from exc
+
+    def _release(self) -> None:
+        if self._owned:
+            self._owned = False
+            release_owner_lock(self.final.parent)
 
     def commit(self) -> Path:
         try:
             os.rename(self.path, self.final)
         except OSError as exc:
             raise _output_error(exc, self.final) from exc
+        self._release()
         return self.final
 
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        self._release()
 
 

@@ -29,7 +29,7 @@ from .compile_gate import MODEL_GATE
 from .export import SharedVideos, export_variant, job_record, write_latents
 from .frames import file_digest, plan_frames, probe_video, read_frames
 from .inversion_cache import InversionCache, inversion_key
-from .metrics import frames_to_uint8, inversion_metrics, psnr
+from .metrics import check_finite, frames_to_uint8, inversion_metrics, psnr
 from .model import LoadedModel
 from .sampling import Guidance, Injection, StepTimer, edit_row_layout, sample, seeded_noise
 from .vae import choose_tiling, decode_latents, encode_frames, set_tiling
@@ -125,6 +125,7 @@ class Editor:
         guidance = self.inversion_guidance(params, job_ids)
         trajectory = self.invert(latents, guidance, params.num_inference_steps, job_ids)
         inversion = self.round_trip(source, latents, trajectory, guidance, params.num_inference_steps, job_ids)
+        check_finite("inversion", self.model.dtype_name, latents, trajectory, inversion.round_trip_latents)
         if self.cache is not None:
             warning = self.cache.put(key, inversion)
             if warning:
@@ -201,6 +202,7 @@ class Editor:
         with self.stage("edit", job_ids, steps) as progress:
             edited, _ = sample(self.model, self.model.forward_scheduler(), start, guidance, steps,
                                injection=injection, progress=progress, should_stop=self.should_stop)
+        check_finite("edit", self.model.dtype_name, edited)
         return [edited[i:i + 1] for i in range(k)]
 
     def decode(self, latents: list[torch.Tensor], job_ids: tuple[str, ...]) -> list[torch.Tensor]:
@@ -209,6 +211,7 @@ class Editor:
             frames = []
             for i, lat in enumerate(latents):
                 frames.append(decode_latents(self.model, lat))
+                check_finite("decode", self.model.dtype_name, frames[-1])
                 progress(i + 1, len(latents))
         return frames
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import json
+import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -55,7 +56,7 @@ def job_record(variant: Variant, source: Source, params: EditParams, model: dict
         "params": params_to_dict(params) | {"seed": variant.seed},
         "model": model,
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
-        "metrics": {k: round(v, 3) for k, v in metrics.items()},
+        "metrics": {k: round(v, 3) if math.isfinite(v) else None for k, v in metrics.items()},  # JSON has no NaN
         "outputs": dict(OUTPUT_FILES),
         "batch": [v.job_id for v in batch],
         "versions": _versions(),

@@ -1,14 +1,18 @@
 """The inversion cache: a source's latents, trajectory and round trip, kept in memory and on disk.
 
 An inversion is worth minutes of GPU time and depends only on the source and a few settings, so it
-is keyed by exactly those: the file's content hash, the frame plan, the model, the dtype, the steps
-and the inversion's conditioning. Entries live in a small in-memory LRU and as safetensors files
-under the cache dir (bounded in total size, oldest used dropped first). Each file carries its key;
-a file whose key, shapes or bytes are wrong is deleted and recomputed, never trusted.
+is keyed by exactly those: the file's content hash, the frame plan, the model and the identity of its
+weight files (sizes and modification times: a fine-tune saved again into the same folder is another
+model), the dtype, the steps and the inversion's conditioning. Entries live in a small in-memory LRU
+and as safetensors files under the cache dir (bounded in total size, oldest used dropped first). Each
+file carries its key and a checksum of its tensors (names, dtypes, shapes, bytes); a file whose key,
+checksum, shapes, dtypes or metrics are wrong is deleted and recomputed, never trusted. The disk copy
+is a convenience: a full or read-only cache disk leaves the inversion in memory and the job goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +31,7 @@ from ..params import EditParams
 from .artifacts import Inversion, Source
 from .model import LoadedModel
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: a checksum of the tensors, and the weights' identity in the key
 TENSORS = ("source_latents", "trajectory", "round_trip_latents", "round_trip_video")
 
 
@@ -39,7 +43,8 @@ def inversion_key(source: Source, params: EditParams, model: LoadedModel, tiling
         "source_sha256": source.digest,
         "frames": list(source.plan.indices), "decode_size": list(source.plan.decode_size),
         "crop": list(source.plan.crop),
-        "model": model.resolved_path, "revision": model.revision, "dtype": model.dtype_name,
+        "model": model.resolved_path, "revision": model.revision, "weights": model.weights_id,
+        "dtype": model.dtype_name,
         "device_type": model.device.type, "vae_tiling": tiling,
         "steps": params.num_inference_steps,
         "inversion_prompt": params.inversion_prompt, "inversion_guidance": params.inversion_guidance,
@@ -48,6 +53,37 @@ def inversion_key(source: Source, params: EditParams, model: LoadedModel, tiling
         "literal_guidance": params.literal_guidance if guided else None,
         "use_dynamic_cfg": params.use_dynamic_cfg if guided else None,
     } | ({"linear_layers": "fp8"} if model.fp8 else {})  # absent when exact: older entries stay valid
+
+
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over each tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(memoryview(tensor.view(torch.uint8).reshape(-1).numpy()))
+    return digest.hexdigest()
+
+
+def _check_inversion(tensors: dict[str, torch.Tensor], metrics: Any, key: dict[str, Any]) -> None:
+    """Raise ValueError unless ``tensors`` and ``metrics`` are shaped like an inversion of ``key``."""
+    if set(tensors) != set(TENSORS):
+        raise ValueError("its tensors are not an inversion")
+    latents, trajectory = tensors["source_latents"], tensors["trajectory"]
+    video = tensors["round_trip_video"]
+    floats = (latents, trajectory, tensors["round_trip_latents"])
+    if not all(t.is_floating_point() and t.dtype == latents.dtype for t in floats):
+        raise ValueError("its latents have the wrong dtype")
+    if (latents.dim() != 5 or tensors["round_trip_latents"].shape != latents.shape
+            or tuple(trajectory.shape) != (key["steps"], *latents.shape)):
+        raise ValueError("its latents have the wrong shape for this key")
+    if video.dtype != torch.uint8 or video.dim() != 4 or video.shape[0] != len(key["frames"]) or video.shape[-1] != 3:
+        raise ValueError("its round-trip video has the wrong shape or dtype")
+    if not all(bool(torch.isfinite(t).all()) for t in floats):
+        raise ValueError("it holds non-finite values")
+    if not isinstance(metrics, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in metrics.items()):
+        raise ValueError("its metrics are not a table of numbers")
 
 
 def key_digest(key: dict[str, Any]) -> str:
@@ -88,7 +124,7 @@ class InversionCache:
         self._remember(digest, key, cpu)
         try:
             self._write(digest, key, cpu)
-        except (OutputError, OSError) as exc:
+        except (OutputError, OSError, SafetensorError) as exc:  # a full or read-only cache disk
             return f"the inversion could not be cached on disk ({exc}); it stays in memory only"
         self._trim()
         return None
@@ -102,7 +138,8 @@ class InversionCache:
     def _write(self, digest: str, key: dict[str, Any], inversion: Inversion) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tensors = {name: getattr(inversion, name).contiguous() for name in TENSORS}
-        metadata = {"key": json.dumps(key, sort_keys=True), "metrics": json.dumps(inversion.metrics)}
+        metadata = {"key": json.dumps(key, sort_keys=True), "metrics": json.dumps(inversion.metrics),
+                    "checksum": tensors_checksum(tensors)}
         with atomic_path(self._file(digest), suffix=".safetensors") as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
 
@@ -116,16 +153,17 @@ class InversionCache:
             if json.loads(metadata.get("key", "null")) != json.loads(json.dumps(key, sort_keys=True)):
                 raise ValueError("its key does not match")
             tensors = load_file(str(path))
-            if set(tensors) != set(TENSORS) or tensors["trajectory"].shape[0] != key["steps"]:
-                raise ValueError("its tensors are not an inversion of this key")
-            if not all(torch.isfinite(tensors[n]).all() for n in TENSORS if tensors[n].is_floating_point()):
-                raise ValueError("it holds non-finite values")
+            if metadata.get("checksum") != tensors_checksum(tensors):
+                raise ValueError("its checksum does not match: the file is corrupt")
             metrics = json.loads(metadata.get("metrics", "{}"))
-        except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as exc:
+            _check_inversion(tensors, metrics, key)
+        except Exception as exc:  # anything wrong with an entry: recompute it, never fail the job
             self.problems.append(f"cache entry {path.name} was unusable ({exc}); recomputing")
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only cache keeps it; it is checked again next time
+                path.unlink(missing_ok=True)
             return None
-        os.utime(path)  # most recently used
+        with contextlib.suppress(OSError):  # most recently used (not on a read-only cache)
+            os.utime(path)
         return Inversion(*(tensors[name] for name in TENSORS), metrics)
 
     def _trim(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import EditError
 from ..events import PSNR_ROUND_TRIP, PSNR_ROUND_TRIP_VS_VAE, PSNR_VAE
 
 
@@ -27,3 +28,15 @@ def inversion_metrics(original: torch.Tensor, round_trip: torch.Tensor, vae_only
     """The round trip's PSNR against the original and against the VAE-only decode, and the VAE's own."""
     return {PSNR_ROUND_TRIP: psnr(round_trip, original), PSNR_ROUND_TRIP_VS_VAE: psnr(round_trip, vae_only),
             PSNR_VAE: psnr(vae_only, original)}
+
+
+NON_FINITE_FIX = ("try --dtype fp32 (or bf16 where it ran in fp16); if it persists, the model's weights are "
+                  "damaged or it is not a CogVideoX-5B fine-tune: download or export it again")
+
+
+def check_finite(stage: str, dtype_name: str, *tensors: torch.Tensor) -> None:
+    """Raise a one-line EditError when any of ``tensors`` holds NaN or infinity (the model diverged)."""
+    for tensor in tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise EditError(f"the model produced NaN or infinite values in the {stage} stage ({dtype_name}); "
+                            "nothing was written", NON_FINITE_FIX)

@@ -8,6 +8,7 @@ cannot run this method are refused before any weights are read.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import json
 import re
@@ -51,6 +52,7 @@ class LoadedModel:
     fp8_blocks: torch.nn.ModuleList | None = None
     fp8: bool = False  # the FP8 blocks are the ones running (approximate)
     compiled_calls: set = field(default_factory=set)  # forwards the compiled blocks have run (compile_gate)
+    weights_id: str | None = None  # the weight files' identity when loaded (weights_identity); None: built in memory
 
     @property
     def dtype_name(self) -> str:
@@ -262,6 +264,7 @@ def load_model(model: str = DEFAULT_MODEL, device: str | None = None, dtype: str
     torch_dtype = resolve_dtype(dtype, dev)
     folder, revision = resolve_model_path(model)
     check_model_folder(folder)
+    weights_id = weights_identity(folder)  # before reading: a re-save during the load changes the next one
     start = time.perf_counter()
     try:
         # diffusers/accelerate build modules on the meta device by patching torch globally: two loads at
@@ -277,7 +280,26 @@ def load_model(model: str = DEFAULT_MODEL, device: str | None = None, dtype: str
     except torch.OutOfMemoryError as exc:
         raise ModelError(f"the model does not fit on {dev}",
                          "free the GPU (nvidia-smi shows who holds it) or use a larger one") from exc
-    return wrap_pipeline(pipeline, model, str(folder), revision, time.perf_counter() - start)
+    loaded = wrap_pipeline(pipeline, model, str(folder), revision, time.perf_counter() - start)
+    loaded.weights_id = weights_id
+    return loaded
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.json")
+
+
+def weights_identity(folder: Path) -> str:
+    """A digest of the model folder's weight and config files by (path, size, mtime_ns): a fine-tune saved
+    again into the same folder gets a new identity, without reading gigabytes of weights."""
+    entries = []
+    for pattern in WEIGHT_PATTERNS:
+        for path in sorted(Path(folder).rglob(pattern)):
+            try:
+                stat = path.stat()  # through the hub cache's symlinks, to the blobs
+            except OSError:
+                continue
+            entries.append(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()[:32]
 
 
 def wrap_pipeline(pipeline: CogVideoXPipeline, model: str, resolved_path: str, revision: str | None = None,

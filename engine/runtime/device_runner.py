@@ -55,6 +55,7 @@ LOADING, IDLE, BUSY, PAUSED, STOPPED, FAILED, RETIRED = (
     DeviceState.LOADING, DeviceState.IDLE, DeviceState.RUNNING, DeviceState.PAUSED, DeviceState.STOPPED,
     DeviceState.FAILED, DeviceState.RETIRED)
 OOM_FIX = "use fewer frames (max_num_frames), keep vae_tiling on, or queue fewer variants of a source together"
+STORE_RETRY_SECONDS = 5.0
 DEVICE_LOST_FIX = "this GPU is retired until restart; check nvidia-smi and the driver log, then restart the app"
 
 
@@ -66,6 +67,7 @@ class WorkerLink(Protocol):
     save_latents: Path | None
     stopping: bool
     paused: bool
+    fault: EditError | None  # the store cannot be written (a full disk): set until a write succeeds again
 
     def publish(self, event: Event) -> None: ...
     def notify(self) -> None: ...
@@ -86,6 +88,7 @@ class DeviceRunner:
         self.running: tuple[str, ...] = ()
         self.cancel_requested: set[str] = set()
         self.oom_limit: int | None = None  # variants per batch after an out-of-memory split
+        self.unsettled: list[str] = []  # jobs whose end the store could not record (a full disk)
         self.thread: threading.Thread | None = None
 
     # -- called from any thread --------------------------------------------------------------------
@@ -153,14 +156,26 @@ class DeviceRunner:
         self._publish_memory()
         self._set_state(IDLE)
         while not self.worker.stopping and self.state != RETIRED:
-            batch = self.worker.claim_batch(self)
+            try:
+                self._settle_unrecorded()
+                batch = self.worker.claim_batch(self)
+            except EditError as exc:  # the store cannot be written (a full disk): wait, then try again
+                self._store_fault(exc)
+                continue
+            if self.worker.fault is not None:
+                self.worker.fault = None
+                self._publish(EditWarning((), "the history database can be written again; the queue goes on"))
             if not batch:
                 self.worker.wait(0.5)
                 waiting = PAUSED if self.worker.paused else IDLE
                 if self.state != waiting:
                     self._set_state(waiting)
                 continue
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            except EditError as exc:  # the batch ran, but the store could not record how it ended
+                self.unsettled = [j.id for j in batch]
+                self._store_fault(exc)
             if self.state != RETIRED:
                 self._set_state(PAUSED if self.worker.paused else IDLE)
         if self.state != RETIRED:
@@ -201,6 +216,24 @@ class DeviceRunner:
         finally:
             self.running, self.cancel_requested = (), set()
             self._publish_memory()
+
+    def _store_fault(self, exc: EditError) -> None:
+        """The store refused a write: say so once, and retry every few seconds (freed space resumes)."""
+        if self.worker.fault is None or str(self.worker.fault) != str(exc):
+            self.worker.write_log(f"engine-{self.device.replace(':', '')}", exc)
+            self._publish(EditWarning(tuple(self.unsettled), f"{exc}; the queue waits and retries"))
+        self.worker.fault = exc
+        self.worker.notify()
+        self.worker.wait(STORE_RETRY_SECONDS)
+
+    def _settle_unrecorded(self) -> None:
+        """Jobs whose end could not be recorded become interrupted (``r`` re-queues them)."""
+        store = self.worker.store
+        for job_id in list(self.unsettled):
+            record = store.get(job_id)
+            if record is not None and record.status == RUNNING:
+                store.mark_interrupted(job_id, "the history could not be written when this job ended (disk full?)")
+            self.unsettled.remove(job_id)
 
     @property
     def hot_sources(self) -> set[str]:

@@ -27,9 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import DeviceState, DeviceStatus, EngineConfig, JobSpec, WorkerStatus
+from ..errors import EditError
 from ..events import Event, JobCancelled, JobDeleted, JobMoved, JobQueued
 from ..kernels.select import apply_speed
-from ..output.atomic import check_output_dir
+from ..output.atomic import check_output_dir, remove_abandoned_staging
 from ..params import check_prompts
 from ..paths import OUTPUT_FILES, cache_dir, data_dir, default_output_dir
 from ..pipeline.frames import check_video_path, file_digest
@@ -55,6 +56,7 @@ class Worker:
         self.bus = EventBus()
         self.stopping = False
         self.paused = False
+        self.fault: EditError | None = None  # the store cannot be written (a full disk); None once it can
         self._lock = lock
         self._claim = threading.Lock()
         self._wake = threading.Condition()
@@ -201,9 +203,12 @@ class Worker:
         self.notify()
 
     def wait_idle(self, job_ids: set[str], timeout: float | None = None) -> bool:
-        """Block until none of ``job_ids`` is queued or running (for the headless command)."""
+        """Block until none of ``job_ids`` is queued or running (for the headless command), or until the
+        store cannot be written (``fault``: the caller reports it; the jobs stay queued)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            if self.fault is not None:
+                return False
             pending = [j for j in job_ids if (r := self.store.get(j)) and r.status in (QUEUED, RUNNING)]
             if not pending or all(r.state in (STOPPED, FAILED, RETIRED) for r in self.runners):
                 return not pending
@@ -261,17 +266,10 @@ class Worker:
             return None
 
     def _remove_stale_partials(self) -> None:
-        """Staging folders and temp files left by a process that died mid-write (we hold the lock)."""
-        for pattern, folder in ((".partial-*", self.output_dir), (".*.partial*", self.output_dir),
-                                (".*.partial*", self.cache_folder)):
-            if not folder.is_dir():
-                continue
-            for stale in folder.glob(pattern):
-                if stale.is_dir():
-                    shutil.rmtree(stale, ignore_errors=True)
-                else:
-                    stale.unlink(missing_ok=True)
-
+        """Staging folders and temp files left by a process that died mid-write: only those whose owner's
+        lock is free (another live process may share the output or cache folder)."""
+        for folder in (self.output_dir, self.cache_folder):
+            remove_abandoned_staging(folder)
 
 def _device_loader(config: EngineConfig, loader: Loader | None) -> Loader:
     """``loader(device)``: by default the configured model, loaded and sped up on that device."""
