@@ -9,8 +9,14 @@ import subprocess
 import sys
 
 import decord
+import numpy as np
 import pytest
+import torch
 
+from engine.demo import DEMO_NOTICE, DEMO_SCENE_SEED
+from engine.pipeline.frames import read_single_frame
+from engine.quality.measure import score_edit
+from engine.toy.world import WORLD_FRAMES, WORLD_SIZE, parse_prompt, sample_scene
 from tui.cli import main
 
 TINY_FLAGS = ["--height", "64", "--width", "96", "--max-num-frames", "9", "--num-inference-steps", "4",
@@ -130,15 +136,23 @@ def test_demo_headless_through_the_installed_command(tmp_path):
         pytest.fail("the cogedit-tui console script is not installed next to this Python")
     proc = subprocess.run([exe, "demo", "--headless"], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert "random weights" in proc.stderr
+    assert DEMO_NOTICE in proc.stderr
     folders = sorted((tmp_path / "data" / "cogedit-tui" / "outputs").iterdir())
     assert len(folders) == 2
+    # The toy model really edits: the demo's red ball takes each prompt's colour.
+    scene = sample_scene(torch.Generator("cpu").manual_seed(DEMO_SCENE_SEED), colour="red", shape="ball")
+    for folder in folders:
+        job = json.loads((folder / "job.json").read_text())
+        assert job["model"]["model"] == "toy"
+        colour, shape = parse_prompt(job["prompt"])
+        edited = np.stack([read_single_frame(folder / "edited.mp4", i) for i in range(job["frames"]["count"])])
+        assert score_edit(edited, scene, colour, shape).colour_ok
     for folder in folders:
         assert {p.name for p in folder.iterdir()} == {"original.mp4", "reconstruction.mp4", "edited.mp4",
                                                       "contact_sheet.png", "job.json"}
         for video in ("original.mp4", "reconstruction.mp4", "edited.mp4"):  # they play: decode them back
             reader = decord.VideoReader(str(folder / video))
-            assert len(reader) == 17 and reader[len(reader) - 1].shape == (64, 96, 3)
+            assert len(reader) == WORLD_FRAMES and reader[len(reader) - 1].shape == (*WORLD_SIZE, 3)
 
 
 def test_a_job_json_alone_runs_the_job_again(capsys, tiny_model_path, clip_path, tmp_path):
