@@ -54,26 +54,26 @@ CHILD = textwrap.dedent("""
                 hang("decode")
             return original_decode(model, latents)
         engine.pipeline.edit.decode_latents = decode
-    elif where == "mp4":
-        import imageio_ffmpeg
-        original_write = imageio_ffmpeg.write_frames
-        def write_frames(*args, **kwargs):
-            gen = original_write(*args, **kwargs)
-            if not SECOND.is_set():
-                return gen
-            def slow():
-                value = yield
-                sent = 0
-                gen.send(None)
-                while True:
-                    frame = yield
-                    gen.send(frame)
-                    sent += 1
-                    if sent == 4:
-                        hang("mp4")
-            wrapper = slow(); next(wrapper)
-            return wrapper
-        imageio_ffmpeg.write_frames = write_frames
+    elif where == "mp4":  # ffmpeg has four frames of the second job's first video, then the kill
+        import subprocess as real_subprocess, types
+        import engine.output.video as video
+        class CountingStdin:
+            def __init__(self, stdin):
+                self.stdin, self.sent = stdin, 0
+            def write(self, data):
+                self.stdin.write(data)
+                self.sent += 1
+                if self.sent == 4 and SECOND.is_set():
+                    self.stdin.flush()
+                    hang("mp4")
+            def close(self):
+                self.stdin.close()
+        def popen(*args, **kwargs):
+            process = real_subprocess.Popen(*args, **kwargs)
+            process.stdin = CountingStdin(process.stdin)
+            return process
+        video.subprocess = types.SimpleNamespace(Popen=popen, PIPE=real_subprocess.PIPE,
+                                                 DEVNULL=real_subprocess.DEVNULL)
 
     SECOND = threading.Event()
     worker = Worker.open(EngineConfig(model=model_path, device="cpu", output_dir=root / "out"), root=root / "data",
