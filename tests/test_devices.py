@@ -90,7 +90,7 @@ def test_variants_of_one_source_are_spread_over_the_free_devices(two_devices, ma
     rec.wait_for(finished([j.id for j in jobs]), timeout=120)
     per_device = [started_on(rec, j.id) for j in jobs]
     assert sorted(per_device.count(d) for d in ("cpu:0", "cpu:1")) == [2, 2]
-    assert all(worker.store.get(j.id).status == DONE for j in jobs)
+    assert [(r.status, r.error) for r in map(worker.store.get, (j.id for j in jobs))] == [(DONE, None)] * 4
 
 
 def test_the_device_benchmark_reports_a_failed_job_and_why(tmp_path, make_clip, tiny_params):
