@@ -134,6 +134,7 @@ def test_a_running_job_shows_its_stage_time_spent_job_eta_and_cancelling(tmp_pat
 
     from engine.api import JobStarted, StageFinished, StageStarted
     from tui.messages import EngineEvent
+    from tui.widgets.event_log import EventLog
     from tui.widgets.queue_table import QueueTable
 
     app = make_app(tmp_path, tiny_model, start_engine=False,
@@ -142,6 +143,9 @@ def test_a_running_job_shows_its_stage_time_spent_job_eta_and_cancelling(tmp_pat
     async def scenario():
         async with app.run_test(size=SIZE, notifications=True) as pilot:
             await until(pilot, lambda: app.store is not None and app.store.jobs())
+            # The queuing's own event resets a job's progress: let it arrive before the stages are posted.
+            log = app.screen.query_one(EventLog)
+            await until(pilot, lambda: any("queued" in entry.plain for entry in log._entries))
             job = app.store.jobs()[0].id
             app.store.mark_running(job)
             now = time.time()
