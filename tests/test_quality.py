@@ -106,3 +106,14 @@ def test_the_demo_edits_a_clip_of_the_world_at_the_toy_model_size():
 
     assert (DEMO_PARAMS["height"], DEMO_PARAMS["width"]) == WORLD_SIZE
     assert all(parse_prompt(prompt) for prompt in DEMO_PROMPTS)
+
+
+@pytest.mark.parametrize("argv, problem", [(["--rows", "nonsense"], "unknown row 'nonsense'"),
+                                           (["--kinds", "size"], "--kinds takes colour, shape"),
+                                           (["--clips", "1"], "--clips must be at least 2")])
+def test_eval_refuses_bad_arguments_in_one_line(capsys, argv, problem):
+    from engine.quality.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert problem in err and err.count("\n") == 1

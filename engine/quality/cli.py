@@ -77,7 +77,7 @@ def chosen_rows(text: str | None, device: str | None):
     rows = []
     for name in (n.strip() for n in text.split(",") if n.strip()):
         if name not in ROWS_BY_NAME:
-            raise SystemExit(f"error: unknown row {name!r} (choose from: {', '.join(ROWS_BY_NAME)})")
+            raise ValueError(f"unknown row {name!r} (choose from: {', '.join(ROWS_BY_NAME)})")
         rows.append(ROWS_BY_NAME[name])
     return rows
 
@@ -96,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.clips < 2:
         print("error: --clips must be at least 2 (the chance floor pairs clips)", file=sys.stderr)
         return 2
-    rows = chosen_rows(args.rows, args.device)
+    try:
+        rows = chosen_rows(args.rows, args.device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), "eta", TimeRemainingColumn())
     try:
