@@ -115,14 +115,47 @@ class SourceSummary:
     output_fps: float
 
 
-def describe_source(path: str, params: EditParams) -> SourceSummary:
-    """Probe ``path`` and plan its frames; raises EditError (VideoError) with the reason."""
+def describe_source(path: str, params: EditParams, model: str | None = None) -> SourceSummary:
+    """Probe ``path`` and plan its frames under the rules of ``model``'s family when its config can be
+    read without loading it (a local folder, the toy model, the hub cache); else under CogVideoX-5B's
+    rules, leaving what only the model can judge (resize=keep, a first frame) to the run. Raises
+    EditError (VideoError) with the reason."""
+    import dataclasses
+
+    from .families import FIVE_B, family_from_config
     from .pipeline.frames import plan_frames, probe_video
 
     info = probe_video(path)
-    plan = plan_frames(info, params)
+    config = transformer_config(model) if model else None
+    if config is None:
+        resize = "crop" if params.resize == "keep" else params.resize
+        params = dataclasses.replace(params, first_frame="", resize=resize)
+    plan = plan_frames(info, params, family_from_config(config, str(model)) if config else FIVE_B)
     return SourceSummary(info.path, info.num_frames, info.fps, info.width, info.height, plan.num_frames,
                          plan.stride, plan.fps)
+
+
+def transformer_config(model: str) -> dict | None:
+    """``transformer/config.json`` of ``model`` (``toy``, a local folder or a hub id already in the
+    cache) read without loading anything; None when it cannot be found or read."""
+    import json
+
+    from .paths import TOY_MODEL, toy_model_dir
+
+    folder = toy_model_dir() if model == TOY_MODEL else Path(model).expanduser()
+    file: Path | str | None = folder / "transformer" / "config.json"
+    if not folder.exists():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            file = try_to_load_from_cache(model, "transformer/config.json")
+        except Exception:  # not a hub id, no cache: the run finds out
+            return None
+    try:
+        config = json.loads(Path(file).read_text()) if isinstance(file, (str, Path)) else None
+    except (OSError, ValueError, RecursionError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def result_frame_count(output_dir: str) -> int:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 # 8m+1 frames (9, 17, ..., 49, ..., 81) make the round trip: clips are trimmed to such a count.
 FRAME_MULTIPLE = 8
 MIN_FRAMES = 9
-MAX_FRAMES = 81  # the longest clip CogVideoX-5B handles (49 is what it was trained on)
+MAX_FRAMES = 161  # the longest clip of any family (CogVideoX1.5; CogVideoX-5B: 81): engine.families
 # CogVideoX's geometry: its VAE compresses time by 4 and space by 8, its transformer patches 2x2.
 VAE_TEMPORAL = 4
 VAE_SPATIAL = 8
@@ -54,16 +54,22 @@ class EditParams:
     frame_sample_step: int | None = _param(
         None, "Take every N-th frame (empty: the stride that spreads max_num_frames over the clip).",
         group="frames", low=1)
-    max_num_frames: int = _param(
-        49, "Most frames kept; trimmed down to an 8k+1 count (49 is what CogVideoX-5B was trained on).",
-        group="frames", low=MIN_FRAMES, high=MAX_FRAMES)
-    height: int = _param(480, "Frame height the model sees (multiple of 16).", group="frames",
-                         low=64, high=1360, multiple_of=SPATIAL_MULTIPLE)
-    width: int = _param(720, "Frame width the model sees (multiple of 16).", group="frames",
-                        low=64, high=1360, multiple_of=SPATIAL_MULTIPLE)
-    resize: Literal["crop", "stretch"] = _param(
-        "crop", "crop: centre-crop to the target aspect, then resize; stretch: squeeze (as the reference).",
-        group="frames")
+    max_num_frames: int | None = _param(
+        None, "Most frames kept (empty: the model's own, 49 for CogVideoX-5B, 81 for 1.5); trimmed down to "
+        "the model's frame rule (8k+1; 16k+1 for 1.5).", group="frames", low=MIN_FRAMES, high=MAX_FRAMES)
+    height: int | None = _param(None, "Frame height the model sees, multiple of 16 (empty: the model's own, 480 "
+                                "for CogVideoX-5B, 768 for 1.5).", group="frames",
+                                low=64, high=1360, multiple_of=SPATIAL_MULTIPLE)
+    width: int | None = _param(None, "Frame width the model sees, multiple of 16 (empty: the model's own, 720 for "
+                               "CogVideoX-5B, 1360 for 1.5).", group="frames",
+                               low=64, high=1360, multiple_of=SPATIAL_MULTIPLE)
+    resize: Literal["crop", "pad", "stretch", "keep"] = _param(
+        "crop", "crop: centre-crop to the target aspect, then resize; pad: letterbox (the bars are cropped "
+        "away in every output); stretch: squeeze (as the reference); keep: a size of the clip's own aspect "
+        "(CogVideoX1.5-5B-I2V only).", group="frames")
+    first_frame: str = _param(
+        "", "An edited first frame (PNG or JPEG, any image editor) that guides the edit; the inversion keeps "
+        "the source's motion. Image-to-video models only.", group="frames")
     fps: float | None = _param(
         None, "Output frame rate (empty: the source's fps divided by the stride, so motion keeps its speed).",
         group="frames", low=1, high=120)
