@@ -7,8 +7,7 @@ the same folder is another model), the dtype, the steps, the inversion's text co
 model's family adds (CogVideoX1.5's latent padding, the I2V models' first-frame condition). Entries live
 in a small in-memory LRU and as safetensors files under the cache dir (bounded in total size, oldest used
 dropped first). Each file carries its key and a checksum of its tensors (names, dtypes, shapes, bytes); a
-file whose key,
-checksum, shapes, dtypes or metrics are wrong is deleted and recomputed, never trusted. The disk copy
+file whose key, checksum, shapes, dtypes or metrics are wrong is deleted and recomputed, never trusted. The disk copy
 is a convenience: a full or read-only cache disk leaves the inversion in memory and the job goes on.
 """
 

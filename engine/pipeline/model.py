@@ -65,7 +65,8 @@ class LoadedModel:
         return next(name for name, d in DTYPES.items() if d == self.dtype)
 
     def describe(self) -> dict[str, object]:
-        described: dict[str, object] = {"model": self.model, "resolved_path": self.resolved_path,
+        described: dict[str, object] = {"model": self.model, "family": self.family.name,
+                                        "resolved_path": self.resolved_path,
                                         "revision": self.revision, "device": str(self.device),
                                         "dtype": self.dtype_name, "attention": self.attention}
         return described | ({"linear_layers": "fp8 (approximate)"} if self.fp8 else {})
