@@ -130,9 +130,26 @@ def describe_source(path: str, params: EditParams, model: str | None = None) -> 
     if config is None:
         resize = "crop" if params.resize == "keep" else params.resize
         params = dataclasses.replace(params, first_frame="", resize=resize)
+    if params.first_frame:
+        check_first_frame(params.first_frame)
     plan = plan_frames(info, params, family_from_config(config, str(model)) if config else FIVE_B)
     return SourceSummary(info.path, info.num_frames, info.fps, info.width, info.height, plan.num_frames,
                          plan.stride, plan.fps)
+
+
+def check_first_frame(path: str | Path) -> None:
+    """Refuse, before any model work, a ``first_frame`` that is no readable image (no torch needed)."""
+    from PIL import Image, UnidentifiedImageError
+
+    file = Path(path).expanduser()
+    fix = "give the path of a PNG or JPEG (the first frame of original.mp4, edited in any image editor)"
+    if not file.is_file():
+        raise EditError(f"first frame not found: {file}", fix)
+    try:
+        with Image.open(file) as image:
+            image.verify()
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise EditError(f"cannot read the first frame {file.name} as an image ({type(exc).__name__})", fix) from exc
 
 
 def transformer_config(model: str) -> dict | None:

@@ -37,10 +37,10 @@ def video_tokens(frames: int, height: int, width: int) -> int:
 
 
 def _param(default: Any, help: str, *, group: str, low: float | None = None, high: float | None = None,
-           multiple_of: int | None = None, approximate: bool = False) -> Any:
-    """A dataclass field carrying its help, range and form group as metadata."""
+           multiple_of: int | None = None, approximate: bool = False, path: bool = False) -> Any:
+    """A dataclass field carrying its help, range and form group as metadata (``path``: a file's path)."""
     meta = {"help": help, "group": group, "low": low, "high": high, "multiple_of": multiple_of,
-            "approximate": approximate}
+            "approximate": approximate, "path": path}
     return field(default=default, metadata=meta)
 
 
@@ -69,7 +69,7 @@ class EditParams:
         "(CogVideoX1.5-5B-I2V only).", group="frames")
     first_frame: str = _param(
         "", "An edited first frame (PNG or JPEG, any image editor) that guides the edit; the inversion keeps "
-        "the source's motion. Image-to-video models only.", group="frames")
+        "the source's motion. Image-to-video models only.", group="frames", path=True)
     fps: float | None = _param(
         None, "Output frame rate (empty: the source's fps divided by the stride, so motion keeps its speed).",
         group="frames", low=1, high=120)
@@ -147,12 +147,15 @@ class ParamSpec:
     high: float | None
     multiple_of: int | None
     approximate: bool
+    path: bool = False  # the value is a file's path (checked where it is used: a job's history outlives files)
 
     def describe_range(self) -> str:
         if self.choices:
             return " | ".join(self.choices)
         if self.kind is bool:
             return "true | false"
+        if self.path:
+            return "a file's path"
         parts = []
         if self.low is not None and self.high is not None:
             parts.append(f"{_num(self.low)}..{_num(self.high)}")
@@ -186,7 +189,7 @@ def _spec_of(f: dataclasses.Field) -> ParamSpec:
         hint = str
     meta = f.metadata
     return ParamSpec(f.name, hint, optional, f.default, meta["help"], meta["group"], choices, meta["low"],
-                     meta["high"], meta["multiple_of"], meta["approximate"])
+                     meta["high"], meta["multiple_of"], meta["approximate"], meta["path"])
 
 
 PARAM_SPECS: tuple[ParamSpec, ...] = tuple(_spec_of(f) for f in dataclasses.fields(EditParams))

@@ -170,3 +170,47 @@ def test_the_inversion_key_holds_what_changes_the_inversion(tiny_model, tiny_fam
         keys[name] = inversion_key(source, source.params, model, False)
     assert "picture" not in keys["crop"] and keys["pad"]["picture"] == [0, 27, 64, 42]
     assert keys["1.5"]["latent_padding"] == 1 and keys["1.5"]["family"] == "CogVideoX1.5-5B"
+
+
+CLI_FLAGS = ("--height", "64", "--width", "96", "--max-num-frames", "9", "--num-inference-steps", "2",
+             "--device", "cpu")
+
+
+def _cli(*args: str) -> int:
+    from tui.cli import main
+
+    return main(["edit", *args, *CLI_FLAGS])
+
+
+def test_a_first_frame_for_a_text_to_video_model_is_a_one_line_error(capfd, tiny_model_path, clip_path, tmp_path):
+    Image.new("RGB", (96, 64), "red").save(tmp_path / "first.png")
+    code = _cli(str(clip_path), "--prompt", "a cat", "--model", str(tiny_model_path), "--first-frame",
+                str(tmp_path / "first.png"), "--output-dir", str(tmp_path / "out"))
+    errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, errors
+    assert "first_frame: CogVideoX-5B is a text-to-video model" in errors[0] and " — use CogVideoX-5B-I2V" in errors[0]
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    (tmp_path / "notes.png").write_text("not an image")
+    code = _cli(str(clip_path), "--prompt", "a cat", "--model", str(tiny_model_path), "--first-frame",
+                str(tmp_path / "notes.png"), "--output-dir", str(tmp_path / "out"))
+    assert code == 2 and "cannot read the first frame notes.png as an image" in capfd.readouterr().err
+
+
+def test_the_first_frame_travels_through_the_cli_job_json_and_from_job(capfd, session_home, tiny_family, clip_path,
+                                                                      tmp_path):
+    tiny_family("5b-i2v")  # built (and saved) by the fixture
+    model = session_home / "models" / "tiny-5b-i2v"
+    Image.new("RGB", (96, 64), "red").save(tmp_path / "first.png")
+    out = tmp_path / "out"
+    assert _cli(str(clip_path), "--prompt", "a cat", "--model", str(model), "--first-frame",
+                str(tmp_path / "first.png"), "--output-dir", str(out)) == 0, capfd.readouterr().err
+    (job_file,) = out.glob("*/job.json")
+    job = json.loads(job_file.read_text())
+    assert job["params"]["first_frame"] == str(tmp_path / "first.png")
+    assert job["model"]["family"] == "CogVideoX-5B-I2V"
+    again = tmp_path / "again"
+    from tui.cli import main
+
+    assert main(["edit", "--from-job", str(job_file), "--output-dir", str(again), "--device", "cpu"]) == 0
+    (replayed,) = again.glob("*/job.json")
+    assert json.loads(replayed.read_text())["params"] == job["params"]

@@ -33,7 +33,7 @@ def add_param_flags(parser: argparse.ArgumentParser) -> None:
                                default=argparse.SUPPRESS, help=help_text)
         else:
             metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else \
-                {int: "N", float: "X", str: "TEXT"}[spec.kind]
+                "FILE" if spec.path else {int: "N", float: "X", str: "TEXT"}[spec.kind]
             group.add_argument(_flag(spec), dest=f"param_{spec.name}", metavar=metavar,
                                default=argparse.SUPPRESS, help=help_text)
 
