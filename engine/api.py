@@ -126,12 +126,12 @@ def describe_source(path: str, params: EditParams, model: str | None = None) -> 
     from .pipeline.frames import plan_frames, probe_video
 
     info = probe_video(path)
+    if params.first_frame:
+        check_first_frame(params.first_frame)
     config = transformer_config(model) if model else None
     if config is None:
         resize = "crop" if params.resize == "keep" else params.resize
         params = dataclasses.replace(params, first_frame="", resize=resize)
-    if params.first_frame:
-        check_first_frame(params.first_frame)
     plan = plan_frames(info, params, family_from_config(config, str(model)) if config else FIVE_B)
     return SourceSummary(info.path, info.num_frames, info.fps, info.width, info.height, plan.num_frames,
                          plan.stride, plan.fps)

@@ -202,6 +202,8 @@ class Editor:
         ``shared_reference`` (approximate) shares one reference across all rows.
         Returns one latent [1, F', C, h, w] per variant.
         """
+        if source is None and self.model.family.image_conditioned:
+            raise ValueError("an image-to-video model's edit needs its source (the first-frame condition)")
         job_ids = tuple(v.job_id for v in variants)
         k = len(variants)
         steps = params.num_inference_steps
