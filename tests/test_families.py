@@ -196,19 +196,22 @@ def test_a_first_frame_for_a_text_to_video_model_is_a_one_line_error(capfd, tiny
     assert code == 2 and "cannot read the first frame notes.png as an image" in capfd.readouterr().err
 
 
-def test_the_first_frame_travels_through_the_cli_job_json_and_from_job(capfd, session_home, tiny_family, clip_path,
-                                                                      tmp_path):
+@pytest.mark.slow
+def test_the_first_frame_travels_through_the_cli_job_json_and_from_job(capfd, monkeypatch, session_home, tiny_family,
+                                                                      clip_path, tmp_path):
     tiny_family("5b-i2v")  # built (and saved) by the fixture
     model = session_home / "models" / "tiny-5b-i2v"
     Image.new("RGB", (96, 64), "red").save(tmp_path / "first.png")
     out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)  # a relative path is recorded absolute: --from-job works from anywhere
     assert _cli(str(clip_path), "--prompt", "a cat", "--model", str(model), "--first-frame",
-                str(tmp_path / "first.png"), "--output-dir", str(out)) == 0, capfd.readouterr().err
+                "first.png", "--output-dir", str(out)) == 0, capfd.readouterr().err
     (job_file,) = out.glob("*/job.json")
     job = json.loads(job_file.read_text())
     assert job["params"]["first_frame"] == str(tmp_path / "first.png")
     assert job["model"]["family"] == "CogVideoX-5B-I2V"
     again = tmp_path / "again"
+    monkeypatch.chdir(session_home)
     from tui.cli import main
 
     assert main(["edit", "--from-job", str(job_file), "--output-dir", str(again), "--device", "cpu"]) == 0

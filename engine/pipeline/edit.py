@@ -10,6 +10,7 @@ it; the inversion cache wraps encode, invert and round trip (:meth:`Editor.inver
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -102,6 +103,8 @@ class Editor:
             info = probe_video(path)
             family = self.model.family
             params = resolve_params(params, family, (info.height, info.width))
+            if params.first_frame:  # job.json holds where it was, wherever it is run again from
+                params = dataclasses.replace(params, first_frame=str(Path(params.first_frame).expanduser().resolve()))
             plan = plan_frames(info, params, family)
             frames = read_frames(info, plan)  # [F, C, H, W]
             first_frame = read_first_frame(params.first_frame, info, plan) if params.first_frame else None
