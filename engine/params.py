@@ -31,9 +31,10 @@ def latent_frames(frames: int) -> int:
     return (frames - 1) // VAE_TEMPORAL + 1
 
 
-def video_tokens(frames: int, height: int, width: int) -> int:
-    """Transformer tokens of a clip of ``frames`` frames of ``height`` x ``width`` pixels."""
-    return latent_frames(frames) * (height // SPATIAL_MULTIPLE) * (width // SPATIAL_MULTIPLE)
+def video_tokens(frames: int, height: int, width: int, temporal_patch: int = 1) -> int:
+    """Transformer tokens of a clip of ``frames`` frames of ``height`` x ``width`` pixels (CogVideoX1.5:
+    ``temporal_patch`` 2, its latent frames padded to whole patches)."""
+    return -(-latent_frames(frames) // temporal_patch) * (height // SPATIAL_MULTIPLE) * (width // SPATIAL_MULTIPLE)
 
 
 def _param(default: Any, help: str, *, group: str, low: float | None = None, high: float | None = None,
