@@ -7,7 +7,9 @@ off their UI thread.
 - :func:`open_worker` locks the data dir and returns a :class:`engine.runtime.worker.Worker` (see its
   module doc for submit / cancel / move / pause / resume / requeue / subscribe / start / close, and
   ``status()``, the snapshot front ends read instead of the device threads).
-- :func:`describe_source` says what a clip is and how many frames the parameters keep.
+- :func:`describe_source` says what a clip is and how many frames the parameters keep (under the model
+  family's rules when :func:`transformer_config` can read the model's config); :func:`check_first_frame`
+  refuses an edited first frame that is no readable image.
 - :func:`result_frame_count` and :func:`result_frames` read frames of a finished result's videos.
 - :func:`delete_result` removes a finished job from history and its folder from disk.
 - :func:`check_data_dir_free` refuses a data dir another process holds, without loading torch;
@@ -211,5 +213,6 @@ __all__ = [
     "JobCancelled", "JobFailed", "JobFinished", "JobQueued", "JobRecord", "JobSpec", "JobStarted",
     "open_worker", "PARAM_SPECS", "ParamsError", "ParamSpec", "parse_value", "PRESETS", "QUEUED",
     "REQUEUEABLE", "result_frame_count", "result_frames", "RESULT_VIDEOS", "RUNNING", "SourceSummary",
-    "StageFinished", "STAGES", "StageStarted", "StepProgress", "Store", "WorkerState",
+    "StageFinished", "STAGES", "StageStarted", "StepProgress", "Store", "WorkerState", "check_first_frame",
+    "transformer_config",
 ]

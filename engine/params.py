@@ -245,7 +245,8 @@ def field_problem(spec: ParamSpec, value: Any) -> str | None:
         if spec.high is not None and value > spec.high:
             return f"must be at most {_num(spec.high)}"
         if spec.multiple_of and value % spec.multiple_of:
-            return f"must be a multiple of {spec.multiple_of}"
+            nearest = max(spec.multiple_of, round(value / spec.multiple_of) * spec.multiple_of)
+            return f"must be a multiple of {spec.multiple_of} (nearest: {nearest})"
     return None
 
 
