@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import EditError, ModelError
-from .params import SPATIAL_MULTIPLE, VAE_SPATIAL, EditParams
+from .params import FRAME_MULTIPLE, MAX_FRAMES, SPATIAL_MULTIPLE, VAE_SPATIAL, EditParams
 
 # CogVideoX1.5 was trained at 1360x768; its config's sample size (300x300 latents, 2400x2400 pixels) is
 # the bound of its rotary grid, not a size it was trained at.
 NATIVE_15 = (768, 1360)
-MAX_FRAMES_15 = 161  # 16 * 10 + 1, the longest clip zai-org documents for CogVideoX1.5
-MAX_FRAMES_10 = 81
+MAX_FRAMES_15 = MAX_FRAMES  # 16 * 10 + 1, the longest clip zai-org documents for CogVideoX1.5
+MAX_FRAMES_10 = 81  # the longest clip CogVideoX-5B handles (49 is what it was trained on)
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ def _round16(value: float) -> int:
     return max(SPATIAL_MULTIPLE, int(round(value / SPATIAL_MULTIPLE)) * SPATIAL_MULTIPLE)
 
 
-FIVE_B = ModelFamily("CogVideoX-5B", 1, False, False, 49, 480, 720, 8, MAX_FRAMES_10, False, False, 1360, 1360)
+FIVE_B = ModelFamily("CogVideoX-5B", 1, False, False, 49, 480, 720, FRAME_MULTIPLE, MAX_FRAMES_10, False, False,
+                     1360, 1360)
 
 
 def native_15(grid_height: int, grid_width: int) -> tuple[int, int]:
@@ -136,7 +137,7 @@ def family_from_config(config: dict[str, Any], where: str = "the model") -> Mode
         name, multiple, most = "CogVideoX1.5-5B", 16, MAX_FRAMES_15
     else:
         height, width = grid_height, grid_width
-        name, multiple, most = "CogVideoX-5B", 8, MAX_FRAMES_10
+        name, multiple, most = "CogVideoX-5B", FRAME_MULTIPLE, MAX_FRAMES_10
         grid_height = grid_width = 1360  # 1.0's rotary grid is rescaled to any size
     return ModelFamily(name + ("-I2V" if image else ""), patch_t, image, config.get("ofs_embed_dim") is not None,
                        frames, height, width, multiple, most, learned, image and patch_t == 2 and not learned,

@@ -35,6 +35,7 @@ def test_the_family_comes_from_the_config_with_its_native_clip():
 
     five, one_five = family_from_config(TRANSFORMER_5B), family_from_config(TRANSFORMER_15)
     assert (five.name, five.frames, five.height, five.width) == ("CogVideoX-5B", 49, 480, 720)
+    assert five == FIVE_B  # the rules a clip is planned under before the model is known
     assert (one_five.name, one_five.frames, one_five.height, one_five.width) == ("CogVideoX1.5-5B", 81, 768, 1360)
     i2v = family_from_config(TRANSFORMER_5B | {"in_channels": 32, "use_learned_positional_embeddings": True})
     i2v_15 = family_from_config(TRANSFORMER_15 | {"in_channels": 32, "ofs_embed_dim": 512})

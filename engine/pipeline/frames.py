@@ -297,8 +297,8 @@ def select_frame_indices(num_frames: int, skip_frames_start: int, skip_frames_en
         raise VideoError(
             f"only {len(indices)} usable frame(s) of {num_frames} after skips and stride; "
             f"an edit needs at least {family.min_frames}"
-            + (f" ({family.name} takes {family.frame_rule()})" if family.frame_multiple != 8 or family.fixed_size
-               else ""),
+            + (f" ({family.name} takes {family.frame_rule()})"
+               if family.frame_multiple != FIVE_B.frame_multiple or family.fixed_size else ""),
             "use a longer clip, or lower skip_frames_start/skip_frames_end/frame_sample_step")
     return indices[:keep], stride
 
