@@ -8,7 +8,7 @@ its name), with each family's native clip and its rules for frame counts and siz
   embeddings, so only its native 49 frames of 480x720.
 - CogVideoX1.5-5B-I2V: image-to-video with the ofs embedding; sizes free within its rule (short side
   768, long side 768..1360), so a clip can keep its own aspect ratio (``resize=keep``).
-- The 2B family (no rotary position embeddings) is refused: its attention cannot take the injection.
+- The 2B family (no rotary position embeddings) is refused, as before: this editing method needs the 5B models.
 
 :func:`resolve_params` fills an edit's empty frames/height/width with the family's native values and
 refuses, naming the rule and the nearest valid setting, what the family cannot run. Light: no torch.
