@@ -7,7 +7,9 @@ off their UI thread.
 - :func:`open_worker` locks the data dir and returns a :class:`engine.runtime.worker.Worker` (see its
   module doc for submit / cancel / move / pause / resume / requeue / subscribe / start / close, and
   ``status()``, the snapshot front ends read instead of the device threads).
-- :func:`describe_source` says what a clip is and how many frames the parameters keep.
+- :func:`describe_source` says what a clip is and how many frames the parameters keep (under the model
+  family's rules when :func:`transformer_config` can read the model's config); :func:`check_first_frame`
+  refuses an edited first frame that is no readable image.
 - :func:`result_frame_count` and :func:`result_frames` read frames of a finished result's videos.
 - :func:`delete_result` removes a finished job from history and its folder from disk.
 - :func:`check_data_dir_free` refuses a data dir another process holds, without loading torch;
@@ -115,14 +117,64 @@ class SourceSummary:
     output_fps: float
 
 
-def describe_source(path: str, params: EditParams) -> SourceSummary:
-    """Probe ``path`` and plan its frames; raises EditError (VideoError) with the reason."""
+def describe_source(path: str, params: EditParams, model: str | None = None) -> SourceSummary:
+    """Probe ``path`` and plan its frames under the rules of ``model``'s family when its config can be
+    read without loading it (a local folder, the toy model, the hub cache); else under CogVideoX-5B's
+    rules, leaving what only the model can judge (resize=keep, a first frame) to the run. Raises
+    EditError (VideoError) with the reason."""
+    import dataclasses
+
+    from .families import FIVE_B, family_from_config
     from .pipeline.frames import plan_frames, probe_video
 
     info = probe_video(path)
-    plan = plan_frames(info, params)
+    if params.first_frame:
+        check_first_frame(params.first_frame)
+    config = transformer_config(model) if model else None
+    if config is None:
+        resize = "crop" if params.resize == "keep" else params.resize
+        params = dataclasses.replace(params, first_frame="", resize=resize)
+    plan = plan_frames(info, params, family_from_config(config, str(model)) if config else FIVE_B)
     return SourceSummary(info.path, info.num_frames, info.fps, info.width, info.height, plan.num_frames,
                          plan.stride, plan.fps)
+
+
+def check_first_frame(path: str | Path) -> None:
+    """Refuse, before any model work, a ``first_frame`` that is no readable image (no torch needed)."""
+    from PIL import Image, UnidentifiedImageError
+
+    file = Path(path).expanduser()
+    fix = "give the path of a PNG or JPEG (the first frame of original.mp4, edited in any image editor)"
+    if not file.is_file():
+        raise EditError(f"first frame not found: {file}", fix)
+    try:
+        with Image.open(file) as image:
+            image.verify()
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise EditError(f"cannot read the first frame {file.name} as an image ({type(exc).__name__})", fix) from exc
+
+
+def transformer_config(model: str) -> dict | None:
+    """``transformer/config.json`` of ``model`` (``toy``, a local folder or a hub id already in the
+    cache) read without loading anything; None when it cannot be found or read."""
+    import json
+
+    from .paths import TOY_MODEL, toy_model_dir
+
+    folder = toy_model_dir() if model == TOY_MODEL else Path(model).expanduser()
+    file: Path | str | None = folder / "transformer" / "config.json"
+    if not folder.exists():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            file = try_to_load_from_cache(model, "transformer/config.json")
+        except Exception:  # not a hub id, no cache: the run finds out
+            return None
+    try:
+        config = json.loads(Path(file).read_text()) if isinstance(file, (str, Path)) else None
+    except (OSError, ValueError, RecursionError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def result_frame_count(output_dir: str) -> int:
@@ -161,5 +213,6 @@ __all__ = [
     "JobCancelled", "JobFailed", "JobFinished", "JobQueued", "JobRecord", "JobSpec", "JobStarted",
     "open_worker", "PARAM_SPECS", "ParamsError", "ParamSpec", "parse_value", "PRESETS", "QUEUED",
     "REQUEUEABLE", "result_frame_count", "result_frames", "RESULT_VIDEOS", "RUNNING", "SourceSummary",
-    "StageFinished", "STAGES", "StageStarted", "StepProgress", "Store", "WorkerState",
+    "StageFinished", "STAGES", "StageStarted", "StepProgress", "Store", "WorkerState", "check_first_frame",
+    "transformer_config",
 ]

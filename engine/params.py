@@ -18,7 +18,7 @@ from typing import Any, Literal
 # 8m+1 frames (9, 17, ..., 49, ..., 81) make the round trip: clips are trimmed to such a count.
 FRAME_MULTIPLE = 8
 MIN_FRAMES = 9
-MAX_FRAMES = 81  # the longest clip CogVideoX-5B handles (49 is what it was trained on)
+MAX_FRAMES = 161  # the longest clip of any family (CogVideoX1.5; CogVideoX-5B: 81): engine.families
 # CogVideoX's geometry: its VAE compresses time by 4 and space by 8, its transformer patches 2x2.
 VAE_TEMPORAL = 4
 VAE_SPATIAL = 8
@@ -31,16 +31,17 @@ def latent_frames(frames: int) -> int:
     return (frames - 1) // VAE_TEMPORAL + 1
 
 
-def video_tokens(frames: int, height: int, width: int) -> int:
-    """Transformer tokens of a clip of ``frames`` frames of ``height`` x ``width`` pixels."""
-    return latent_frames(frames) * (height // SPATIAL_MULTIPLE) * (width // SPATIAL_MULTIPLE)
+def video_tokens(frames: int, height: int, width: int, temporal_patch: int = 1) -> int:
+    """Transformer tokens of a clip of ``frames`` frames of ``height`` x ``width`` pixels (CogVideoX1.5:
+    ``temporal_patch`` 2, its latent frames padded to whole patches)."""
+    return -(-latent_frames(frames) // temporal_patch) * (height // SPATIAL_MULTIPLE) * (width // SPATIAL_MULTIPLE)
 
 
 def _param(default: Any, help: str, *, group: str, low: float | None = None, high: float | None = None,
-           multiple_of: int | None = None, approximate: bool = False) -> Any:
-    """A dataclass field carrying its help, range and form group as metadata."""
+           multiple_of: int | None = None, approximate: bool = False, path: bool = False) -> Any:
+    """A dataclass field carrying its help, range and form group as metadata (``path``: a file's path)."""
     meta = {"help": help, "group": group, "low": low, "high": high, "multiple_of": multiple_of,
-            "approximate": approximate}
+            "approximate": approximate, "path": path}
     return field(default=default, metadata=meta)
 
 
@@ -54,16 +55,22 @@ class EditParams:
     frame_sample_step: int | None = _param(
         None, "Take every N-th frame (empty: the stride that spreads max_num_frames over the clip).",
         group="frames", low=1)
-    max_num_frames: int = _param(
-        49, "Most frames kept; trimmed down to an 8k+1 count (49 is what CogVideoX-5B was trained on).",
-        group="frames", low=MIN_FRAMES, high=MAX_FRAMES)
-    height: int = _param(480, "Frame height the model sees (multiple of 16).", group="frames",
-                         low=64, high=1360, multiple_of=SPATIAL_MULTIPLE)
-    width: int = _param(720, "Frame width the model sees (multiple of 16).", group="frames",
-                        low=64, high=1360, multiple_of=SPATIAL_MULTIPLE)
-    resize: Literal["crop", "stretch"] = _param(
-        "crop", "crop: centre-crop to the target aspect, then resize; stretch: squeeze (as the reference).",
-        group="frames")
+    max_num_frames: int | None = _param(
+        None, "Most frames kept (empty: the model's own, 49 for CogVideoX-5B, 81 for 1.5); trimmed down to "
+        "the model's frame rule (8k+1; 16k+1 for 1.5).", group="frames", low=MIN_FRAMES, high=MAX_FRAMES)
+    height: int | None = _param(None, "Frame height the model sees, multiple of 16 (empty: the model's own, 480 "
+                                "for CogVideoX-5B, 768 for 1.5).", group="frames",
+                                low=64, high=1360, multiple_of=SPATIAL_MULTIPLE)
+    width: int | None = _param(None, "Frame width the model sees, multiple of 16 (empty: the model's own, 720 for "
+                               "CogVideoX-5B, 1360 for 1.5).", group="frames",
+                               low=64, high=1360, multiple_of=SPATIAL_MULTIPLE)
+    resize: Literal["crop", "pad", "stretch", "keep"] = _param(
+        "crop", "crop: centre-crop to the target aspect, then resize; pad: letterbox (the bars are cropped "
+        "away in every output); stretch: squeeze (as the reference); keep: a size of the clip's own aspect "
+        "(CogVideoX1.5-5B-I2V only).", group="frames")
+    first_frame: str = _param(
+        "", "An edited first frame (PNG or JPEG, any image editor) that guides the edit; the inversion keeps "
+        "the source's motion. Image-to-video models only.", group="frames", path=True)
     fps: float | None = _param(
         None, "Output frame rate (empty: the source's fps divided by the stride, so motion keeps its speed).",
         group="frames", low=1, high=120)
@@ -141,12 +148,15 @@ class ParamSpec:
     high: float | None
     multiple_of: int | None
     approximate: bool
+    path: bool = False  # the value is a file's path (checked where it is used: a job's history outlives files)
 
     def describe_range(self) -> str:
         if self.choices:
             return " | ".join(self.choices)
         if self.kind is bool:
             return "true | false"
+        if self.path:
+            return "a file's path"
         parts = []
         if self.low is not None and self.high is not None:
             parts.append(f"{_num(self.low)}..{_num(self.high)}")
@@ -180,7 +190,7 @@ def _spec_of(f: dataclasses.Field) -> ParamSpec:
         hint = str
     meta = f.metadata
     return ParamSpec(f.name, hint, optional, f.default, meta["help"], meta["group"], choices, meta["low"],
-                     meta["high"], meta["multiple_of"], meta["approximate"])
+                     meta["high"], meta["multiple_of"], meta["approximate"], meta["path"])
 
 
 PARAM_SPECS: tuple[ParamSpec, ...] = tuple(_spec_of(f) for f in dataclasses.fields(EditParams))
@@ -235,7 +245,8 @@ def field_problem(spec: ParamSpec, value: Any) -> str | None:
         if spec.high is not None and value > spec.high:
             return f"must be at most {_num(spec.high)}"
         if spec.multiple_of and value % spec.multiple_of:
-            return f"must be a multiple of {spec.multiple_of}"
+            nearest = max(spec.multiple_of, round(value / spec.multiple_of) * spec.multiple_of)
+            return f"must be a multiple of {spec.multiple_of} (nearest: {nearest})"
     return None
 
 

@@ -52,6 +52,24 @@ def tiny_2b_path(session_home) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_family(session_home):
+    """``tiny_family(name)``: the tiny model of a family (engine.demo.tiny_model.FAMILIES), built once per
+    session and loaded through the real loading path (CPU, fp32)."""
+    from engine.demo.tiny_model import ensure_tiny_model
+    from engine.pipeline.model import load_model
+
+    loaded = {}
+
+    def get(family: str):
+        if family not in loaded:
+            path = ensure_tiny_model(session_home / "models" / f"tiny-{family}", family=family)
+            loaded[family] = load_model(str(path), device="cpu", dtype="fp32")
+        return loaded[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tiny_model_path):
     """The tiny model loaded through the real loading path, on the CPU in fp32."""
     from engine.pipeline.model import load_model

@@ -124,3 +124,19 @@ def test_device_scaling_runs_the_queue_through_the_worker_on_each_device_count(t
         assert run["finished"] == run["jobs"] == 2 and run["jobs_per_hour"] > 0
         assert sum(run["jobs_per_device"].values()) == 2
     assert runs[0]["scaling_efficiency"] == 1.0
+
+
+@pytest.mark.slow
+def test_the_15_bench_runs_its_clip_size_on_the_cpu(tmp_path, capsys):
+    """The CogVideoX1.5 path of the benchmark (padding, 16k+1 frames) at the tiny size; --frames,
+    --height and --width set the timed clip (the H200 run: --arch 1.5-5b --frames 81 --height 768
+    --width 1360)."""
+    out = tmp_path / "bench.json"
+    argv = ["--arch", "tiny-1.5", "--variants", "1", "--steps", "2", "--time-steps", "1", "--frames", "17",
+            "--height", "64", "--width", "96", "--paths", "engine_plain,engine", "--json", str(out)]
+    assert main(argv) == 0
+    figures = json.loads(out.read_text())
+    assert figures["clip"] == {"frames": 17, "height": 64, "width": 96}
+    assert set(figures["paths"]) == {"engine_plain", "engine"}
+    assert figures["paths"]["engine"]["stages"]["edit"]["seconds_per_step"] > 0
+    assert main(["--arch", "tiny-1.5", "--height", "0"]) == 2

@@ -111,7 +111,7 @@ def test_bad_parameters_are_all_reported_before_any_model_work(capsys, clip_path
                         "--max-num-frames", "500", "--guidance-scale", "abc")
     assert code == 2
     line = _one_line_error(err)
-    assert "max_num_frames: must be at most 81" in line and "guidance_scale: 'abc' is not a number" in line
+    assert "max_num_frames: must be at most 161" in line and "guidance_scale: 'abc' is not a number" in line
 
 
 def test_edit_with_events_jsonl(capsys, tiny_model_path, clip_path, tmp_path):

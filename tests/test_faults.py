@@ -221,6 +221,6 @@ def test_a_corrupt_history_row_is_read_with_defaults_not_a_crash(tmp_path, clip_
         history = {j.id: j for j in store.history()}
         assert set(history) == {good.id, bad.id}
         assert history[good.id].params == tiny_params()
-        assert history[bad.id].params.max_num_frames == 49  # the defaults stand in for what cannot be read
+        assert history[bad.id].params.max_num_frames is None  # the defaults stand in for what cannot be read
     finally:
         store.close()

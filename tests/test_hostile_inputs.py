@@ -203,7 +203,8 @@ def test_model_folder_with_a_cut_short_weights_file(capfd, tiny_model_path, clip
 def test_2b_family_model(capfd, tiny_2b_path, clip_path, out):
     line = cli_error(capfd, clip_path, model=tiny_2b_path, out=out)
     assert line == (f"{tiny_2b_path} is a CogVideoX-2B-family model (no rotary position embeddings); "
-                    "DDIM-inversion editing needs the 5B model — use THUDM/CogVideoX-5b or a fine-tune of it")
+                    "DDIM-inversion editing needs the 5B model — use THUDM/CogVideoX-5b, CogVideoX1.5-5B or their "
+                    "I2V models, or a fine-tune of them")
 
 
 def test_hub_id_not_cached_while_offline(capfd, clip_path, out):

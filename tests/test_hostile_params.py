@@ -115,7 +115,7 @@ def test_a_huge_int_for_a_float_parameter_is_rejected_not_an_overflow():
 def test_every_wrong_field_is_named_at_once():
     problems = _rejected({"height": 65, "width": True, "fps": "nan", "seed": -1, "resize": "zoom"},
                          "height", "width", "fps", "seed", "resize")
-    assert "height: must be a multiple of 16 (got 65)" in problems
+    assert "height: must be a multiple of 16 (nearest: 64) (got 65)" in problems
 
 
 def test_unknown_preset_of_any_type():

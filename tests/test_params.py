@@ -12,7 +12,8 @@ from tui.cli import build_parser
 
 def test_defaults_are_the_methods():
     p = build_params()
-    assert (p.max_num_frames, p.height, p.width, p.num_inference_steps) == (49, 480, 720, 50)
+    # Frames and size are the model's own unless set (engine.families: 49 of 480x720 for CogVideoX-5B).
+    assert (p.max_num_frames, p.height, p.width, p.num_inference_steps) == (None, None, None, 50)
     assert (p.guidance_scale, p.inversion_guidance, p.inject_fraction, p.seed) == (6.0, 1.0, 1.0, 42)
     assert (p.init, p.resize, p.inversion_prompt, p.negative_prompt) == ("inverted", "crop", "", "")
 
@@ -23,7 +24,7 @@ def test_every_wrong_field_is_reported_at_once():
                       "nonsense": 1})
     problems = " | ".join(info.value.problems)
     assert len(info.value.problems) == 5
-    for needle in ("max_num_frames: must be at most 81", "height: must be a multiple of 16",
+    for needle in ("max_num_frames: must be at most 161", "height: must be a multiple of 16",
                    "inject_fraction: 'lots' is not a number", "init: must be one of noise, inverted",
                    "nonsense: unknown parameter"):
         assert needle in problems

@@ -59,7 +59,7 @@ def test_the_parameter_summary_shows_changed_and_key_parameters():
     rows = {name: (value, changed) for name, value, changed in param_rows(params)}
     assert rows["seed"] == ("7", True)
     assert rows["resize"] == ("stretch", True)
-    assert rows["height"] == ("480", False)  # a key parameter, at its default
+    assert rows["height"] == ("auto", False)  # a key parameter, at its default (the model's own)
     assert "negative_prompt" not in rows  # neither changed nor key
 
 

@@ -33,7 +33,7 @@ def add_param_flags(parser: argparse.ArgumentParser) -> None:
                                default=argparse.SUPPRESS, help=help_text)
         else:
             metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else \
-                {int: "N", float: "X", str: "TEXT"}[spec.kind]
+                "FILE" if spec.path else {int: "N", float: "X", str: "TEXT"}[spec.kind]
             group.add_argument(_flag(spec), dest=f"param_{spec.name}", metavar=metavar,
                                default=argparse.SUPPRESS, help=help_text)
 
@@ -191,7 +191,7 @@ def _run(args: argparse.Namespace, video: str, prompts: list[str], params, save_
     check_data_dir_free()  # a busy data dir is refused at once, before torch loads to probe the clip
     if save_latents:
         save_latents = check_latents_path(save_latents)
-    describe_source(video, params)  # a bad clip fails here, before the model loads
+    describe_source(video, params, model=getattr(args, "model", None))  # a bad clip fails here, before the model loads
     # The prompts are variants of one source: batched over one inversion (spread over the devices when
     # there are several). --save-latents writes one batch's latents, so it keeps them all in one.
     batch = {"max_batch_variants": len(prompts)} if save_latents else {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -16,8 +17,9 @@ from .timing import DEFAULT_PATHS, DEFAULT_PEAK_TFLOPS, PATHS, run_benchmark
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=sorted(ARCHS), default="5b",
-                        help="5b: the CogVideoX-5B architecture with random weights, built on the GPU in bf16; "
-                             "tiny: the tiny test model on the CPU (a smoke test in seconds)")
+                        help="5b / 1.5-5b: the CogVideoX-5B / CogVideoX1.5-5B architecture with random weights, "
+                             "built on the GPU in bf16; tiny / tiny-1.5: the tiny test models on the CPU (a smoke "
+                             "test in seconds)")
     parser.add_argument("--device", default=argparse.SUPPRESS,
                         help="cpu, cuda or cuda:N [default: first GPU for 5b, cpu for tiny]")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps of every sampling stage [50]")
@@ -38,7 +40,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead of the paths: queue throughput on 1, 2, 4 ... of these devices "
                              "(cuda:0,cuda:1,... or all) through the worker, one pipeline per device")
     parser.add_argument("--sources", type=int, default=4, help="with --devices: clips in the queue [4]")
-    parser.add_argument("--frames", type=int, help="with --devices: frames per clip [the arch's: 49 for 5b]")
+    parser.add_argument("--frames", type=int, help="frames per clip [the arch's: 49 for 5b, 81 for 1.5-5b]")
+    parser.add_argument("--height", type=int, help="frame height [the arch's: 480 for 5b, 768 for 1.5-5b]")
+    parser.add_argument("--width", type=int, help="frame width [the arch's: 720 for 5b, 1360 for 1.5-5b]")
     parser.add_argument("--compile-mode", default=None,
                         help="torch.compile mode for the blocks (e.g. max-autotune-no-cudagraphs) [its default]")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -53,6 +57,9 @@ def _argument_problems(args: argparse.Namespace) -> list[str]:
             problems.append(f"--{name} must be at least 1")
     if args.time_steps is not None and args.time_steps < 1:
         problems.append("--time-steps must be at least 1")
+    for name in ("frames", "height", "width"):
+        if getattr(args, name, None) is not None and getattr(args, name) < 1:
+            problems.append(f"--{name} must be at least 1")
     if args.peak_tflops is not None and args.peak_tflops <= 0:
         problems.append("--peak-tflops must be positive")
     unknown = [p for p in args.paths.split(",") if p not in PATHS]
@@ -68,7 +75,8 @@ def run_bench(args: argparse.Namespace) -> int:
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return 2
-    arch = ARCHS[args.arch]
+    arch = dataclasses.replace(ARCHS[args.arch], **{name: getattr(args, name) for name in ("frames", "height", "width")
+                                                     if getattr(args, name, None)})
     device = resolve_device(getattr(args, "device", None) or arch.default_device)
     if args.peak_tflops is None:
         args.peak_tflops = measure_matmul_tflops(device) if device.type == "cuda" else DEFAULT_PEAK_TFLOPS
@@ -83,8 +91,8 @@ def run_bench(args: argparse.Namespace) -> int:
             write_json_atomic(args.json, figures, allow_nan=True)
         return 0
     time_steps = args.time_steps if args.time_steps is not None and args.time_steps < args.steps else None
-    if arch.name == "5b" and device.type != "cuda":
-        print("warning: the 5B architecture on the CPU takes minutes per step", file=sys.stderr)
+    if arch.name in ("5b", "1.5-5b") and device.type != "cuda":
+        print("warning: the 5B architectures on the CPU take minutes per step", file=sys.stderr)
     figures = run_benchmark(arch, device, args.steps, args.variants, time_steps, args.approx,
                             args.peak_tflops, args.seed, args.compile, tuple(args.paths.split(",")),
                             args.compile_mode)

@@ -10,6 +10,7 @@ devices over N times the throughput on one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import tempfile
 import threading
@@ -116,7 +117,8 @@ def run_queue(arch: BenchArch, devices: list[str], clips: list[Path], warm_clips
 
 
 def run_device_scaling(args: argparse.Namespace, devices: list[str]) -> dict[str, Any]:
-    arch = ARCHS[args.arch]
+    arch = dataclasses.replace(ARCHS[args.arch], **{name: getattr(args, name) for name in ("height", "width")
+                                                     if getattr(args, name, None)})
     prompts = [f"variant {i}: a watercolor painting" for i in range(args.variants)]
     params = build_params({"max_num_frames": args.frames, "height": arch.height, "width": arch.width,
                            "num_inference_steps": args.steps})

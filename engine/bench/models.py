@@ -1,4 +1,5 @@
-"""What the benchmark runs on: the CogVideoX-5B architecture with random weights, or the tiny model;
+"""What the benchmark runs on: the CogVideoX-5B or CogVideoX1.5-5B architecture with random weights, or the
+tiny model;
 the analytic FLOP count of a transformer forward, and the GPU's measured bf16 matrix rate that
 "% of peak" refers to.
 
@@ -45,6 +46,12 @@ T5_XXL: dict[str, Any] = dict(
 # The CogVideoX VAE: diffusers' default blocks (128, 256, 256, 512) with the 5B's scaling factor.
 VAE_5B: dict[str, Any] = dict(scaling_factor=0.7)
 
+# CogVideoX1.5-5B: the 5B transformer with a temporal patch of 2 (its patch embedding takes 2 latent frames),
+# no patch bias, and a 300x300-latent rotary grid (the bound of its sizes; it was trained at 768x1360).
+TRANSFORMER_15: dict[str, Any] = TRANSFORMER_5B | dict(patch_size_t=2, patch_bias=False, sample_height=300,
+                                                       sample_width=300, sample_frames=81)
+VAE_15: dict[str, Any] = VAE_5B | dict(invert_scale_latents=True)
+
 
 @dataclass(frozen=True)
 class BenchArch:
@@ -74,13 +81,15 @@ def _building_on(device: torch.device, dtype: torch.dtype, seed: int) -> Iterato
             torch.set_default_dtype(previous_dtype)
 
 
-def build_5b_pipeline(device: torch.device | str) -> CogVideoXPipeline:
-    """The CogVideoX-5B architecture in bf16 on ``device`` with random weights (``"meta"``: shapes only)."""
+def build_5b_pipeline(device: torch.device | str, transformer_config: dict[str, Any] | None = None,
+                      vae_config: dict[str, Any] | None = None) -> CogVideoXPipeline:
+    """The CogVideoX-5B architecture (or another transformer/VAE config: CogVideoX1.5-5B's) in bf16 on
+    ``device`` with random weights (``"meta"``: shapes only)."""
     device = torch.device(device)
     with _building_on(device, torch.bfloat16, WEIGHTS_SEED):
-        transformer = CogVideoXTransformer3DModel(**TRANSFORMER_5B)
+        transformer = CogVideoXTransformer3DModel(**(transformer_config or TRANSFORMER_5B))
         text_encoder = T5EncoderModel(T5Config(**T5_XXL))
-        vae = AutoencoderKLCogVideoX(**VAE_5B)
+        vae = AutoencoderKLCogVideoX(**(vae_config or VAE_5B))
     for module in (transformer, text_encoder, vae):
         module.eval()
     # Tokenizer and scheduler hold CPU state: built outside the device block.
@@ -88,14 +97,28 @@ def build_5b_pipeline(device: torch.device | str) -> CogVideoXPipeline:
                              scheduler=CogVideoXDDIMScheduler(**SCHEDULER_5B))
 
 
+def build_15_pipeline(device: torch.device | str) -> CogVideoXPipeline:
+    """The CogVideoX1.5-5B architecture in bf16 on ``device`` with random weights."""
+    return build_5b_pipeline(device, TRANSFORMER_15, VAE_15)
+
+
 def build_tiny_on(device: torch.device | str) -> CogVideoXPipeline:
     """engine.demo.tiny_model's model (float32), moved to ``device``."""
     return build_tiny_pipeline().to(torch.device(device))
 
 
+def build_tiny_15_on(device: torch.device | str) -> CogVideoXPipeline:
+    """engine.demo.tiny_model's CogVideoX1.5 (float32), moved to ``device``."""
+    return build_tiny_pipeline(family="1.5").to(torch.device(device))
+
+
 ARCHS: dict[str, BenchArch] = {
     "5b": BenchArch("5b", "CogVideoX-5B architecture (random weights)", build_5b_pipeline, "auto",
                     frames=49, height=480, width=720),
+    "1.5-5b": BenchArch("1.5-5b", "CogVideoX1.5-5B architecture (random weights)", build_15_pipeline, "auto",
+                        frames=81, height=768, width=1360),
+    "tiny-1.5": BenchArch("tiny-1.5", "tiny CogVideoX1.5 (random weights)", build_tiny_15_on, "cpu",
+                          frames=17, height=TINY_SIZE[0], width=TINY_SIZE[1]),
     "tiny": BenchArch("tiny", "tiny CogVideoX (random weights)", build_tiny_on, "cpu",
                       frames=9, height=TINY_SIZE[0], width=TINY_SIZE[1]),
 }

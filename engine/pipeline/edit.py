@@ -10,6 +10,7 @@ it; the inversion cache wraps encode, invert and round trip (:meth:`Editor.inver
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -21,11 +22,13 @@ import torch
 
 from ..errors import Cancelled
 from ..events import PSNR_EDITED, EditWarning, Event, JobFinished, StageFinished, StageStarted, StepProgress
-from ..params import EditParams
+from ..families import resolve_params
+from ..params import EditParams, latent_frames
 from ..paths import OUTPUT_FILES
 from .artifacts import EditResult, Inversion, Source, Variant
 from .attention import InjectionPlan
 from .compile_gate import MODEL_GATE
+from .conditioning import drop_padding, image_condition, latent_padding, pad_latents, read_first_frame
 from .export import SharedVideos, export_variant, job_record, write_latents
 from .frames import file_digest, plan_frames, probe_video, read_frames
 from .inversion_cache import InversionCache, inversion_key
@@ -49,13 +52,14 @@ def run_edit(model: LoadedModel, source_path: str | os.PathLike, variants: list[
     editor = Editor(model, emit, should_stop, cache)
     job_ids = tuple(v.job_id for v in variants)
     source = editor.frames(source_path, params, job_ids)  # 1
+    params = source.params  # the model's own frames/height/width where they were left empty
     tiling = editor.vae_tiling(source, params)  # the VAE's tiling for this source's encode and decodes
     inversion = editor.inversion(source, params, job_ids, tiling)  # 2-4: encode, invert, round trip
-    original, round_trip = frames_to_uint8(source.frames), inversion.round_trip_video.numpy()
+    original, round_trip = frames_to_uint8(source.picture_of(source.frames)), inversion.round_trip_video.numpy()
     shared = {OUTPUT_FILES["original"]: original, OUTPUT_FILES["reconstruction"]: round_trip}
     with SharedVideos(Path(output_dir), shared, source.plan.fps) as shared_videos:  # encoded while the GPU edits
-        edited_latents = editor.edit(inversion, variants, params)  # 5
-        edited_frames = editor.decode(edited_latents, job_ids)  # 6
+        edited_latents = editor.edit(inversion, variants, params, source)  # 5
+        edited_frames = editor.decode(edited_latents, job_ids, source)  # 6
         results = editor.export(Path(output_dir), source, inversion, variants, params, edited_latents,  # 7
                                 edited_frames, shared_videos, (original, round_trip), started)
     if save_latents:
@@ -93,13 +97,30 @@ class Editor:
     # -- shared per source -------------------------------------------------------------------------
 
     def frames(self, path: str | Path, params: EditParams, job_ids: tuple[str, ...]) -> Source:
-        """Stage ``frames``: probe the clip, choose its frames and decode them."""
+        """Stage ``frames``: probe the clip, fit the parameters to the model's family, choose the clip's
+        frames and decode them (and an edited first frame, when one is given)."""
         with self.stage("frames", job_ids):
             info = probe_video(path)
-            plan = plan_frames(info, params)
+            family = self.model.family
+            params = resolve_params(params, family, (info.height, info.width))
+            if params.first_frame:  # job.json holds where it was, wherever it is run again from
+                params = dataclasses.replace(params, first_frame=str(Path(params.first_frame).expanduser().resolve()))
+            plan = plan_frames(info, params, family)
             frames = read_frames(info, plan)  # [F, C, H, W]
+            first_frame = read_first_frame(params.first_frame, info, plan) if params.first_frame else None
             digest = file_digest(info.path)
-        return Source(info, plan, digest, frames)
+        return Source(info, plan, digest, frames, params, first_frame)
+
+    def padding(self, source: Source) -> int:
+        """Latent frames padded in front of ``source``'s (CogVideoX1.5's temporal patch)."""
+        return latent_padding(self.model.family, latent_frames(source.plan.num_frames))
+
+    def condition(self, source: Source, frame: torch.Tensor | None) -> torch.Tensor | None:
+        """The image condition [1, F', C, h, w] of ``frame`` [C, H, W] (None: a text-to-video model)."""
+        if not self.model.family.image_conditioned or frame is None:
+            return None
+        count = latent_frames(source.plan.num_frames) + self.padding(source)
+        return image_condition(self.model, frame, count)
 
     def vae_tiling(self, source: Source, params: EditParams) -> bool:
         """Decide the VAE's tiling for ``source`` (``params.vae_tiling``; auto: by free memory) and set it."""
@@ -122,9 +143,11 @@ class Editor:
                     self.emit(StageFinished(name, job_ids, 0.0, cached=True))
                 return inversion
         latents = self.encode(source, job_ids)
+        condition = self.condition(source, source.frames[0])  # image-to-video: the source's own first frame
         guidance = self.inversion_guidance(params, job_ids)
-        trajectory = self.invert(latents, guidance, params.num_inference_steps, job_ids)
-        inversion = self.round_trip(source, latents, trajectory, guidance, params.num_inference_steps, job_ids)
+        trajectory = self.invert(latents, guidance, params.num_inference_steps, job_ids, condition)
+        inversion = self.round_trip(source, latents, trajectory, guidance, params.num_inference_steps, job_ids,
+                                    condition)
         check_finite("inversion", self.model.dtype_name, latents, trajectory, inversion.round_trip_latents)
         if self.cache is not None:
             warning = self.cache.put(key, inversion)
@@ -133,27 +156,30 @@ class Editor:
         return inversion
 
     def encode(self, source: Source, job_ids: tuple[str, ...]) -> torch.Tensor:
-        """Stage ``encode``: the source's latents [1, F', C, h, w]."""
+        """Stage ``encode``: the source's latents [1, F', C, h, w], padded in front for CogVideoX1.5."""
         with self.stage("encode", job_ids):
-            return encode_frames(self.model, source.frames)
+            return pad_latents(encode_frames(self.model, source.frames), self.padding(source))
 
-    def invert(self, latents: torch.Tensor, guidance: Guidance, steps: int, job_ids: tuple[str, ...]
-               ) -> torch.Tensor:
+    def invert(self, latents: torch.Tensor, guidance: Guidance, steps: int, job_ids: tuple[str, ...],
+               condition: torch.Tensor | None = None) -> torch.Tensor:
         """Stage ``invert``: DDIM inversion keeping the trajectory [steps, 1, F', C, h, w]."""
         with self.stage("invert", job_ids, steps) as progress:
-            _, trajectory = sample(self.model, self.model.inverse_scheduler(), latents, guidance,
-                                   steps, keep_trajectory=True, progress=progress, should_stop=self.should_stop)
+            _, trajectory = sample(self.model, self.model.inverse_scheduler(), latents, guidance, steps,
+                                   keep_trajectory=True, progress=progress, should_stop=self.should_stop,
+                                   image=condition)
         return trajectory
 
     def round_trip(self, source: Source, latents: torch.Tensor, trajectory: torch.Tensor, guidance: Guidance,
-                   steps: int, job_ids: tuple[str, ...]) -> Inversion:
-        """Stage ``round_trip``: the inversion denoised again without the edit, decoded and measured."""
+                   steps: int, job_ids: tuple[str, ...], condition: torch.Tensor | None = None) -> Inversion:
+        """Stage ``round_trip``: the inversion denoised again without the edit, decoded and measured (on
+        the clip's picture: letterbox bars are cut away)."""
+        padding = self.padding(source)
         with self.stage("round_trip", job_ids, steps) as progress:
             round_trip, _ = sample(self.model, self.model.forward_scheduler(), trajectory[-1], guidance,
-                                   steps, progress=progress, should_stop=self.should_stop)
-            round_trip_frames = decode_latents(self.model, round_trip)
-            vae_only = decode_latents(self.model, latents)
-        metrics = inversion_metrics(source.frames, round_trip_frames, vae_only)
+                                   steps, progress=progress, should_stop=self.should_stop, image=condition)
+            round_trip_frames = source.picture_of(decode_latents(self.model, drop_padding(round_trip, padding)))
+            vae_only = source.picture_of(decode_latents(self.model, drop_padding(latents, padding)))
+        metrics = inversion_metrics(source.picture_of(source.frames), round_trip_frames, vae_only)
         video = torch.from_numpy(frames_to_uint8(round_trip_frames))  # [F, H, W, 3]
         return Inversion(latents, trajectory, round_trip, video, metrics)
 
@@ -166,8 +192,12 @@ class Editor:
 
     # -- per variant -------------------------------------------------------------------------------
 
-    def edit(self, inversion: Inversion, variants: list[Variant], params: EditParams) -> list[torch.Tensor]:
+    def edit(self, inversion: Inversion, variants: list[Variant], params: EditParams,
+             source: Source | None = None) -> list[torch.Tensor]:
         """Reconstruct every variant with its prompt under key/value injection, in one batch.
+
+        An image-to-video model's references keep the inversion's condition (the source's first frame);
+        the edited rows take the edited first frame when the user gave one (``source.first_frame``).
 
         Rows of each step: edited [uncond_1..K, cond_1..K] then references. The unconditional
         reference (trajectory latent + negative prompt) is the same for every variant, and so is the
@@ -175,6 +205,8 @@ class Editor:
         ``shared_reference`` (approximate) shares one reference across all rows.
         Returns one latent [1, F', C, h, w] per variant.
         """
+        if source is None and self.model.family.image_conditioned:
+            raise ValueError("an image-to-video model's edit needs its source (the first-frame condition)")
         job_ids = tuple(v.job_id for v in variants)
         k = len(variants)
         steps = params.num_inference_steps
@@ -191,8 +223,10 @@ class Editor:
             if guided:
                 ref_embeds = torch.cat([negative[:1], ref_embeds])  # [1 + P, T, D]
         trajectory = inversion.trajectory.to(self.model.device)  # the cache keeps it on the CPU
+        kept = self.condition(source, source.frames[0]) if source is not None else None
+        new_first = self.condition(source, source.first_frame) if source is not None else None
         injection = Injection(trajectory, ref_embeds, InjectionPlan(len(reference_of), reference_of),
-                              num_steps=round(params.inject_fraction * steps))
+                              num_steps=round(params.inject_fraction * steps), image=kept)
 
         shape = tuple(trajectory.shape[1:])  # (1, F', C, h, w)
         if params.init == "noise":
@@ -201,16 +235,19 @@ class Editor:
             start = trajectory[-1].expand(k, *shape[1:])  # [K, F', C, h, w]
         with self.stage("edit", job_ids, steps) as progress:
             edited, _ = sample(self.model, self.model.forward_scheduler(), start, guidance, steps,
-                               injection=injection, progress=progress, should_stop=self.should_stop)
+                               injection=injection, progress=progress, should_stop=self.should_stop,
+                               image=kept if new_first is None else new_first)
         check_finite("edit", self.model.dtype_name, edited)
         return [edited[i:i + 1] for i in range(k)]
 
-    def decode(self, latents: list[torch.Tensor], job_ids: tuple[str, ...]) -> list[torch.Tensor]:
-        """VAE-decode each variant's latents to frames [F, C, H, W]."""
+    def decode(self, latents: list[torch.Tensor], job_ids: tuple[str, ...], source: Source | None = None
+               ) -> list[torch.Tensor]:
+        """VAE-decode each variant's latents (their padding dropped) to frames [F, C, H, W]."""
+        padding = self.padding(source) if source is not None else 0
         with self.stage("decode", job_ids, len(latents)) as progress:
             frames = []
             for i, lat in enumerate(latents):
-                frames.append(decode_latents(self.model, lat))
+                frames.append(decode_latents(self.model, drop_padding(lat, padding)))
                 check_finite("decode", self.model.dtype_name, frames[-1])
                 progress(i + 1, len(latents))
         return frames
@@ -229,7 +266,8 @@ class Editor:
             shared_files = shared_videos.files()
             for i, (variant, variant_latents, variant_frames) in enumerate(zip(variants, latents, frames,
                                                                               strict=False)):
-                metrics = inversion.metrics | {PSNR_EDITED: psnr(variant_frames, source.frames)}
+                variant_frames = source.picture_of(variant_frames)  # letterbox bars cut away
+                metrics = inversion.metrics | {PSNR_EDITED: psnr(variant_frames, source.picture_of(source.frames))}
                 record = job_record(variant, source, params, self.model.describe(), self.timings, metrics,
                                     variants, started)
                 export_start = time.perf_counter()

@@ -26,8 +26,10 @@ import torch
 import decord  # isort: skip  (after torch, see the module docstring)
 
 from ..errors import VideoError
-from ..params import FRAME_MULTIPLE, MIN_FRAMES, SPECS_BY_NAME, EditParams
+from ..families import FIVE_B, ModelFamily, resolve_params
+from ..params import MIN_FRAMES, SPECS_BY_NAME, EditParams
 from ..paths import not_a_regular_file
+from .geometry import Box, fit_frame, place_picture
 
 decord.logging.set_level(decord.logging.QUIET)  # ffmpeg's own log: the engine reports unreadable clips itself
 
@@ -65,7 +67,9 @@ class FramePlan:
     stride: int
     fps: float  # output frame rate
     decode_size: tuple[int, int]  # (height, width) decord resizes to while decoding
-    crop: tuple[int, int, int, int]  # (top, left, height, width) taken from the decoded frame
+    crop: Box  # (top, left, height, width) taken from the decoded frame
+    size: tuple[int, int] = (0, 0)  # (height, width) of the frames the model sees
+    picture: Box | None = None  # where the clip sits in them with resize=pad (None: it fills them)
 
     @property
     def num_frames(self) -> int:
@@ -266,14 +270,15 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
 
 def select_frame_indices(num_frames: int, skip_frames_start: int, skip_frames_end: int,
-                         max_num_frames: int, frame_sample_step: int | None) -> tuple[list[int], int]:
+                         max_num_frames: int, frame_sample_step: int | None,
+                         family: ModelFamily = FIVE_B) -> tuple[list[int], int]:
     """The frame numbers an edit keeps, and the stride used.
 
     Keep [skip_start, len - skip_end); if more than ``max_num_frames`` remain, take every
     ``frame_sample_step``-th (default: remaining // max_num_frames, the most frames spread over the
-    range); cut to ``max_num_frames``; then drop trailing frames to the largest 8k+1 count, the counts
-    CogVideoX's VAE decodes back to themselves (see engine.params.FRAME_MULTIPLE). Raises VideoError
-    when fewer than MIN_FRAMES remain.
+    range); cut to ``max_num_frames``; then drop trailing frames to the largest count of ``family``'s
+    frame rule (8k+1 for CogVideoX-5B: the counts its VAE decodes back to themselves, see
+    engine.params.FRAME_MULTIPLE; engine.families). Raises VideoError when too few remain.
     """
     if skip_frames_start + skip_frames_end >= num_frames and num_frames >= MIN_FRAMES:
         raise VideoError(
@@ -287,33 +292,29 @@ def select_frame_indices(num_frames: int, skip_frames_start: int, skip_frames_en
     if available > max_num_frames:
         stride = frame_sample_step or max(1, available // max_num_frames)
     indices = list(range(start, end, stride))[:max_num_frames]
-    keep = (len(indices) - 1) // FRAME_MULTIPLE * FRAME_MULTIPLE + 1 if indices else 0
+    keep = family.frame_count(len(indices))
     if keep < MIN_FRAMES:
         raise VideoError(
             f"only {len(indices)} usable frame(s) of {num_frames} after skips and stride; "
-            f"an edit needs at least {MIN_FRAMES}",
+            f"an edit needs at least {family.min_frames}"
+            + (f" ({family.name} takes {family.frame_rule()})"
+               if family.frame_multiple != FIVE_B.frame_multiple or family.fixed_size else ""),
             "use a longer clip, or lower skip_frames_start/skip_frames_end/frame_sample_step")
     return indices[:keep], stride
 
 
-def plan_frames(info: VideoInfo, params: EditParams) -> FramePlan:
-    """Decide frames, output fps, decode size and crop for ``info`` under ``params``."""
+def plan_frames(info: VideoInfo, params: EditParams, family: ModelFamily = FIVE_B) -> FramePlan:
+    """Decide frames, output fps, decode size and crop for ``info`` under ``params`` (its empty
+    frames/height/width: ``family``'s own, engine.families.resolve_params)."""
+    params = resolve_params(params, family, (info.height, info.width))
     indices, stride = select_frame_indices(info.num_frames, params.skip_frames_start,
                                            params.skip_frames_end, params.max_num_frames,
-                                           params.frame_sample_step)
-    out_h, out_w = params.height, params.width
-    if params.resize == "stretch":
-        decode = (out_h, out_w)
-        crop = (0, 0, out_h, out_w)
-    else:
-        # Scale so the frame covers the target, then take the centre: nothing is stretched.
-        scale = max(out_h / info.height, out_w / info.width)
-        dec_h = max(out_h, math.ceil(info.height * scale - 1e-6))
-        dec_w = max(out_w, math.ceil(info.width * scale - 1e-6))
-        decode = (dec_h, dec_w)
-        crop = ((dec_h - out_h) // 2, (dec_w - out_w) // 2, out_h, out_w)
+                                           params.frame_sample_step, family)
+    size = (params.height, params.width)
+    decode, crop, picture = fit_frame(info.height, info.width, *size, params.resize)
     fps = params.fps if params.fps else auto_fps(info.fps, stride)
-    return FramePlan(tuple(indices), stride, float(fps), decode, crop)
+    return FramePlan(tuple(indices), stride, float(fps), decode, crop, size,
+                     picture if params.resize == "pad" else None)
 
 
 def auto_fps(source_fps: float, stride: int) -> float:
@@ -338,8 +339,9 @@ def read_frames(info: VideoInfo, plan: FramePlan) -> torch.Tensor:
                          "(truncated?)", "re-encode or re-copy the video")
     top, left, h, w = plan.crop
     batch = np.ascontiguousarray(batch[:, top:top + h, left:left + w, :3])
-    frames = torch.from_numpy(batch).permute(0, 3, 1, 2).float()  # [F, C, H, W]
-    return frames.div_(127.5).sub_(1.0)  # in place: no second float copy of the clip
+    frames = torch.from_numpy(batch).permute(0, 3, 1, 2).float()  # [F, C, h, w]
+    frames = frames.div_(127.5).sub_(1.0)  # in place: no second float copy of the clip
+    return frames if plan.picture is None else place_picture(frames, *plan.size, plan.picture)  # [F, C, H, W]
 
 
 def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -1,12 +1,13 @@
 """The inversion cache: a source's latents, trajectory and round trip, kept in memory and on disk.
 
 An inversion is worth minutes of GPU time and depends only on the source and a few settings, so it
-is keyed by exactly those: the file's content hash, the frame plan, the model and the identity of its
-weight files (sizes and modification times: a fine-tune saved again into the same folder is another
-model), the dtype, the steps and the inversion's conditioning. Entries live in a small in-memory LRU
-and as safetensors files under the cache dir (bounded in total size, oldest used dropped first). Each
-file carries its key and a checksum of its tensors (names, dtypes, shapes, bytes); a file whose key,
-checksum, shapes, dtypes or metrics are wrong is deleted and recomputed, never trusted. The disk copy
+is keyed by exactly those: the file's content hash, the frame plan (with a letterbox's placement), the
+model and the identity of its weight files (sizes and modification times: a fine-tune saved again into
+the same folder is another model), the dtype, the steps, the inversion's text conditioning and what the
+model's family adds (CogVideoX1.5's latent padding, the I2V models' first-frame condition). Entries live
+in a small in-memory LRU and as safetensors files under the cache dir (bounded in total size, oldest used
+dropped first). Each file carries its key and a checksum of its tensors (names, dtypes, shapes, bytes); a
+file whose key, checksum, shapes, dtypes or metrics are wrong is deleted and recomputed, never trusted. The disk copy
 is a convenience: a full or read-only cache disk leaves the inversion in memory and the job goes on.
 """
 
@@ -27,8 +28,9 @@ from safetensors.torch import load_file, safe_open, save_file
 from ..config import DEFAULT_CACHE_BYTES
 from ..errors import OutputError
 from ..output.atomic import atomic_path
-from ..params import EditParams
+from ..params import EditParams, latent_frames
 from .artifacts import Inversion, Source
+from .conditioning import IMAGE_LATENT_SEED, latent_padding
 from .model import LoadedModel
 
 CACHE_FORMAT = 2  # 2: a checksum of the tensors, and the weights' identity in the key
@@ -52,7 +54,23 @@ def inversion_key(source: Source, params: EditParams, model: LoadedModel, tiling
         "negative_prompt": params.negative_prompt if guided else None,
         "literal_guidance": params.literal_guidance if guided else None,
         "use_dynamic_cfg": params.use_dynamic_cfg if guided else None,
-    } | ({"linear_layers": "fp8"} if model.fp8 else {})  # absent when exact: older entries stay valid
+    } | ({"linear_layers": "fp8"} if model.fp8 else {}) | family_key(source, params, model)
+
+
+def family_key(source: Source, params: EditParams, model: LoadedModel) -> dict[str, Any]:
+    """What a model family and the frame fitting add to an inversion: the letterbox of ``resize=pad``,
+    CogVideoX1.5's latent padding, the image-to-video models' first-frame condition (the source's own,
+    drawn from IMAGE_LATENT_SEED). Absent for a CogVideoX-5B crop or stretch: older entries stay valid."""
+    family = model.family
+    key: dict[str, Any] = {}
+    if source.plan.picture is not None:
+        key |= {"resize": params.resize, "picture": list(source.plan.picture), "size": list(source.plan.size)}
+    if family.temporal_patch > 1 or family.image_conditioned:
+        key |= {"family": family.name,
+                "latent_padding": latent_padding(family, latent_frames(source.plan.num_frames))}
+    if family.image_conditioned:
+        key |= {"image_condition": {"frame": "source first frame", "seed": IMAGE_LATENT_SEED}}
+    return key
 
 
 def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:

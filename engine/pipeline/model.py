@@ -1,8 +1,9 @@
-"""Finding, checking and loading the CogVideoX-5B pipeline, and choosing device and dtype.
+"""Finding, checking and loading a CogVideoX pipeline, and choosing device and dtype.
 
 ``--model`` takes a local folder (one holding ``model_index.json``) or a Hugging Face hub id, which is
-resolved through the Hugging Face cache (and downloaded into it when the hub is reachable). Models that
-cannot run this method are refused before any weights are read.
+resolved through the Hugging Face cache (and downloaded into it when the hub is reachable). The model's
+family (engine.families) is read from its own transformer config; models that cannot run this method
+are refused before any weights are read.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline, DDIMInverseScheduler
+from diffusers import CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline, CogVideoXPipeline, DDIMInverseScheduler
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import DEFAULT_MODEL
 from ..errors import ModelError
+from ..families import ModelFamily, family_from_config
 from ..paths import TOY_MODEL, toy_model_dir
 from .attention import InjectionPlan, InjectionState, install_injection
 from .compile_gate import MODEL_GATE, transformer_call
@@ -30,6 +32,9 @@ from .compile_gate import MODEL_GATE, transformer_call
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _LOAD_LOCK = threading.Lock()
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+PIPELINE_CLASSES = {"CogVideoXPipeline": CogVideoXPipeline,
+                    "CogVideoXImageToVideoPipeline": CogVideoXImageToVideoPipeline}
+OFS_VALUE = 2.0  # the ofs input CogVideoXImageToVideoPipeline gives CogVideoX1.5-I2V
 
 
 @dataclass
@@ -53,29 +58,36 @@ class LoadedModel:
     fp8: bool = False  # the FP8 blocks are the ones running (approximate)
     compiled_calls: set = field(default_factory=set)  # forwards the compiled blocks have run (compile_gate)
     weights_id: str | None = None  # the weight files' identity when loaded (weights_identity); None: built in memory
+    family: ModelFamily | None = None  # engine.families, from the transformer's config (wrap_pipeline sets it)
 
     @property
     def dtype_name(self) -> str:
         return next(name for name, d in DTYPES.items() if d == self.dtype)
 
     def describe(self) -> dict[str, object]:
-        described: dict[str, object] = {"model": self.model, "resolved_path": self.resolved_path,
+        described: dict[str, object] = {"model": self.model, "family": self.family.name,
+                                        "resolved_path": self.resolved_path,
                                         "revision": self.revision, "device": str(self.device),
                                         "dtype": self.dtype_name, "attention": self.attention}
         return described | ({"linear_layers": "fp8 (approximate)"} if self.fp8 else {})
 
     def forward(self, rows: torch.Tensor, embeds: torch.Tensor, t: torch.Tensor, rotary,
-                plan: InjectionPlan | None) -> torch.Tensor:
+                plan: InjectionPlan | None, image: torch.Tensor | None = None) -> torch.Tensor:
         """One transformer call on ``rows`` [B, F, C, H, W] (in the model's dtype) at timestep ``t``: under
         the compile gate (alone when compiled blocks may compile this call), on the attention kernel
-        installed, with key/value injection per ``plan`` (None: none)."""
+        installed, with key/value injection per ``plan`` (None: none). An image-to-video model takes each
+        row's image condition ``image`` [B, F, C, H, W] beside it (channels concatenated, as
+        CogVideoXImageToVideoPipeline does) and, for CogVideoX1.5-I2V, its ofs input."""
         transformer = self.pipeline.transformer
+        if image is not None:
+            rows = torch.cat([rows, image.to(rows.dtype)], dim=2)  # [B, F, 2C, H, W]
+        extra = {"ofs": rows.new_full((1,), OFS_VALUE)} if self.family.ofs else {}
         blocks = transformer.transformer_blocks
         compiled = blocks is self.compiled_blocks or blocks is self.fp8_blocks
         gate = transformer_call(blocks, compiled, self.compiled_calls, (rows.shape, embeds.shape, plan, self.attention))
         with gate, self.attention_backends(), self.injection.active(plan):
             return transformer(hidden_states=rows, encoder_hidden_states=embeds, timestep=t.expand(rows.size(0)),
-                               image_rotary_emb=rotary, return_dict=False)[0]
+                               image_rotary_emb=rotary, return_dict=False, **extra)[0]
 
     def attention_backends(self) -> contextlib.AbstractContextManager[None]:
         """SDPA's backends, in the installed priority order, for the code inside (none set: untouched)."""
@@ -213,7 +225,7 @@ def safetensors_problem(path: Path) -> str | None:
 
 
 def check_model_folder(folder: Path) -> None:
-    """Refuse, before loading weights, anything that is not a complete CogVideoX-5B text-to-video pipeline."""
+    """Refuse, before loading weights, anything that is not a complete pipeline of a family the editor runs."""
     index_file = folder / "model_index.json"
     if not index_file.is_file():
         raise ModelError(f"{folder} is not a diffusers pipeline folder (no model_index.json)",
@@ -228,13 +240,10 @@ def check_model_folder(folder: Path) -> None:
         if not isinstance(loaded, dict):
             raise ModelError(f"{folder}/{name} is not a JSON object (it holds a {type(loaded).__name__})",
                              "download the model again")
-    if index.get("_class_name") != "CogVideoXPipeline":
-        raise ModelError(f"{folder} holds a {index.get('_class_name')}, not a CogVideoXPipeline",
-                         f"use the text-to-video CogVideoX-5B model ({DEFAULT_MODEL})")
-    if not transformer_cfg.get("use_rotary_positional_embeddings", False):
-        raise ModelError(f"{folder} is a CogVideoX-2B-family model (no rotary position embeddings); "
-                         "DDIM-inversion editing needs the 5B model",
-                         f"use {DEFAULT_MODEL} or a fine-tune of it")
+    if index.get("_class_name") not in PIPELINE_CLASSES:
+        raise ModelError(f"{folder} holds a {index.get('_class_name')}, not a CogVideoX text- or image-to-video "
+                         "pipeline", f"use CogVideoX-5B ({DEFAULT_MODEL}), CogVideoX1.5-5B or their I2V models")
+    family_from_config(transformer_cfg, str(folder))  # the 2B family and unknown layouts are refused here
     for part in ("transformer", "vae", "text_encoder"):
         weights = [p for p in (folder / part).glob("*") if p.suffix in (".safetensors", ".bin")]
         if not weights:
@@ -271,7 +280,8 @@ def load_model(model: str = DEFAULT_MODEL, device: str | None = None, dtype: str
         # once (one worker per GPU) would see each other's meta tensors. Read one at a time; the copies
         # onto the devices below still overlap.
         with _LOAD_LOCK:
-            pipeline = CogVideoXPipeline.from_pretrained(str(folder), dtype=torch_dtype)
+            index = json.loads((folder / "model_index.json").read_text())
+            pipeline = PIPELINE_CLASSES[index["_class_name"]].from_pretrained(str(folder), dtype=torch_dtype)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise ModelError(f"cannot load the model in {folder} ({first})", "download the model again") from exc
@@ -308,8 +318,9 @@ def wrap_pipeline(pipeline: CogVideoXPipeline, model: str, resolved_path: str, r
     which builds the 5B architecture in memory)."""
     pipeline.set_progress_bar_config(disable=True)
     injection = install_injection(pipeline.transformer)
+    family = family_from_config(dict(pipeline.transformer.config), resolved_path)
     return LoadedModel(pipeline, injection, model, resolved_path, revision, pipeline.transformer.device,
-                       pipeline.transformer.dtype, load_seconds)
+                       pipeline.transformer.dtype, load_seconds, family=family)
 
 
 def forward_scheduler(pipeline: CogVideoXPipeline) -> CogVideoXDDIMScheduler:

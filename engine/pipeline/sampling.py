@@ -60,6 +60,7 @@ class Injection:
     embeds: torch.Tensor  # [R, T, D]: the text each reference row carries
     plan: InjectionPlan  # which reference each edited row reads
     num_steps: int  # inject during the first ``num_steps`` steps, then edit alone
+    image: torch.Tensor | None = None  # [1, F, C, H, W]: the inversion's image condition (image-to-video)
 
     def reference_at(self, step: int) -> torch.Tensor:
         """Reference latents for forward step ``step``: the trajectory reversed, [R, F, C, H, W]."""
@@ -71,8 +72,9 @@ class Injection:
 def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guidance, num_steps: int, *,
            injection: Injection | None = None, keep_trajectory: bool = False,
            progress: ProgressFn | None = None, should_stop: StopFn | None = None,
-           ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run ``num_steps`` DDIM steps of ``scheduler`` from ``latents`` [K, F, C, H, W].
+           image: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run ``num_steps`` DDIM steps of ``scheduler`` from ``latents`` [K, F, C, H, W]; an image-to-video
+    model conditions the K samples on ``image`` [1 or K, F, C, H, W] (engine.pipeline.conditioning).
 
     Returns the final latents [K, F, C, H, W] (float32) and, with ``keep_trajectory``, every step's
     latents [steps, K, F, C, H, W]. ``should_stop`` is checked before each step (cancellation takes
@@ -84,20 +86,26 @@ def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guida
     latents = latents.to(model.device, torch.float32)
     edited_embeds = guidance.rows  # [E, T, D]
     repeats = edited_embeds.size(0) // latents.size(0)
+    if image is not None:
+        image = image.to(model.device, model.dtype).expand(latents.size(0), -1, -1, -1, -1)
+        image = image.repeat(repeats, 1, 1, 1, 1)  # [E, F, C, H, W], as the rows
     trajectory = []
 
     for i, t in enumerate(timesteps):
         if should_stop is not None and should_stop():
             raise Cancelled()
         rows = latents.repeat(repeats, 1, 1, 1, 1)  # [E, F, C, H, W]
-        embeds, plan = edited_embeds, None
+        embeds, plan, images = edited_embeds, None, image
         if injection is not None and i < injection.num_steps:
-            rows = torch.cat([rows, injection.reference_at(i)])  # [E + R, F, C, H, W]
+            references = injection.reference_at(i)  # [R, F, C, H, W]
+            rows = torch.cat([rows, references])  # [E + R, F, C, H, W]
             embeds = torch.cat([edited_embeds, injection.embeds])
             plan = injection.plan
+            if image is not None:
+                images = torch.cat([image, injection.image.to(image).expand_as(references)])
         rows = scheduler.scale_model_input(rows, t).to(model.dtype)
 
-        prediction = model.forward(rows, embeds, t, rotary, plan)
+        prediction = model.forward(rows, embeds, t, rotary, plan, images)
         prediction = prediction[: edited_embeds.size(0)].float()  # drop the references' predictions
         prediction = guidance.combine(prediction, t, num_steps)  # [K, F, C, H, W]
         latents = scheduler.step(prediction, t, latents, return_dict=False)[0].float()

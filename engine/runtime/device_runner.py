@@ -105,7 +105,9 @@ class DeviceRunner:
         if self.model is None or self.model.device.type != "cuda":
             return max(1, limit)
         free = free_memory(self.model.device)
-        tokens = video_tokens(params.max_num_frames, params.height, params.width)
+        family = self.model.family  # the model's own clip where the parameters leave it empty
+        tokens = video_tokens(params.max_num_frames or family.frames, params.height or family.height,
+                              params.width or family.width, family.temporal_patch)
         rows = int((free - RESERVED_BYTES) / (ROW_BYTES_PER_TOKEN * tokens))
         return max(1, min(limit, (rows - 1) // 3))
 

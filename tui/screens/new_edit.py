@@ -170,11 +170,16 @@ class NewEditScreen(Screen):
         summary.update(f"reading {source_name(path)} …")
         self._describe(path, params)
 
+    def _model(self) -> str | None:
+        """The engine's model, once the engine is open (its family's rules then shape the summary)."""
+        engine = getattr(self.app, "engine", None)
+        return engine.config.model if engine is not None else None
+
     @work(thread=True, exclusive=True, group="describe-source", exit_on_error=False)
     def _describe(self, path: str, params: EditParams) -> None:
         worker = get_current_worker()
         try:
-            result, error = describe_source(path, params), None
+            result, error = describe_source(path, params, model=self._model()), None
         except EditError as exc:
             result, error = None, str(exc)
         except Exception as exc:  # decord's own errors: say what it could not do
@@ -301,7 +306,8 @@ class NewEditScreen(Screen):
     @work(thread=True, exclusive=True, group="submit", exit_on_error=False)
     def _submit(self, path: str, prompts: list[str], params: EditParams) -> None:
         try:
-            describe_source(path, params)  # a file that is no usable clip fails here, inline
+            # A file that is no usable clip, or settings the model's family cannot run, fail here, inline.
+            describe_source(path, params, model=self._model())
             engine = self.app.wait_for_engine()
             # Queued together, so they run as one batch of variants over one inversion.
             records = engine.submit_many([JobSpec(path, prompt, params) for prompt in prompts])

@@ -42,8 +42,8 @@ class ParamField(Vertical):
         if spec.choices:
             return Select([(c, c) for c in spec.choices], value=value, allow_blank=False, id=editor_id,
                           compact=True, classes="param-editor")
-        return Input(_as_text(value), placeholder="auto" if spec.optional else "", id=editor_id, compact=True,
-                     classes="param-editor")
+        placeholder = "auto" if spec.optional else ("path to a PNG or JPEG (optional)" if spec.path else "")
+        return Input(_as_text(value), placeholder=placeholder, id=editor_id, compact=True, classes="param-editor")
 
     @property
     def editor(self):
