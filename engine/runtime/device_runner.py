@@ -272,7 +272,7 @@ class DeviceRunner:
     def _lost(self, exc: BaseException, batch: list[JobRecord]) -> None:
         """The device went away: its unfinished jobs go back to the front of the queue (they run on
         another device, or on this one's successor), and the runner leaves the worker."""
-        reason = f"{self.device} went away ({one_line(exc)})"
+        reason = f"{self.device} went away ({exc if isinstance(exc, DeviceLost) else one_line(exc)})"
         self.worker.write_log(device_log_name(self.device), exc)
         if batch:
             self._requeue_unfinished(batch, f"{reason}; its jobs went back to the queue")

@@ -162,7 +162,7 @@ class RayCluster:
         if self._stop.is_set():
             ray.kill(actor)
             return
-        name = f"{label}:cuda:{gpu_ids[0]}" if gpu and gpu_ids else f"{label}:cpu"
+        name = f"{label}:cuda:{gpu_ids[0]}" if gpu and gpu_ids else f"{label}:cpu:0"
         self.worker.add_device(RayDevice(name, actor, node_id, gpu))
 
 
