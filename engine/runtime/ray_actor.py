@@ -28,15 +28,16 @@ from ..paths import cache_dir
 from ..pipeline.artifacts import Variant
 from ..pipeline.inversion_cache import InversionCache
 from .device import LocalDevice
-from .worker import device_loader
+from .worker import Loader, device_loader
 
 _DONE = object()
 LATENTS_NAME = "latents.safetensors"
 
 
 class EditActor:
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, loader: Loader | None = None):
         self.config = config
+        self.loader = loader or device_loader(config)
         self.work = Path(tempfile.mkdtemp(prefix="cogedit-actor-"))  # clips and results in transit
         self.local: LocalDevice | None = None
         self.stop_requested = False
@@ -50,7 +51,7 @@ class EditActor:
     def load(self, gpu: bool):
         """Load the model on this actor's GPU (Ray sets CUDA_VISIBLE_DEVICES to it) or the CPU."""
         folder = cache_dir() / "inversions"  # this node's own disk cache of inversions
-        self.local = LocalDevice("cuda:0" if gpu else "cpu", device_loader(self.config),
+        self.local = LocalDevice("cuda:0" if gpu else "cpu", self.loader,
                                  InversionCache(folder, self.config.cache_max_bytes))
         return self.local.load()
 
