@@ -129,3 +129,4 @@ def test_the_devices_pane_lists_both_nodes(report):
     assert tui["visible"] and len(tui["rows"]) == 2, tui
     assert len({node_of(d) for d in tui["rows"]}) == 2
     assert all(" idle " in line and device in line for device, line in tui["rows"].items()), tui
+    assert tui["header"] == "2× cpu on 2 nodes fp32"

@@ -176,7 +176,8 @@ class CogeditApp(App):
     def on_engine_opened(self, message: EngineOpened) -> None:
         worker = message.launch.worker
         self.model_label = model_name(worker.config.model)
-        self.device_label = devices_label([device.device for device in worker.status().devices])
+        # A cluster's devices join later (its EngineReady events name them): the launch label until then.
+        self.device_label = devices_label([device.device for device in worker.status().devices]) or self.device_label
         for record in reversed(worker.store.history()[:20]):  # the stage costs for the ETAs, newest last
             self.tracker.costs.learn_record(record)
         # Interrupted by a crash (marked on open) or by a quit mid-job (marked then): both wait for an r.
@@ -334,8 +335,9 @@ class CogeditApp(App):
 def build_app(config: EngineConfig, *, demo: bool = False, image_class: type | None = None) -> CogeditApp:
     """The workstation for ``config``; the demo: the toy model on the CPU, its variants queued."""
     if not demo:
-        return CogeditApp(standard_launcher(config), model_label=model_name(config.model),
-                          device_label=config.device or "auto", image_class=image_class)
+        where = config.device or (f"cluster {config.cluster}" if config.cluster else "auto")
+        return CogeditApp(standard_launcher(config), model_label=model_name(config.model), device_label=where,
+                          image_class=image_class)
     from engine.demo import DEMO_PARAMS, demo_clip_path
 
     model = None if config.model == DEFAULT_MODEL else config.model  # the toy model unless --model says
