@@ -12,13 +12,15 @@ on this (the head) process.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..config import DeviceState, EngineConfig
-from ..errors import EditError, one_line
+from ..errors import EditError, first_line, one_line
 from ..events import EngineStopped
 
 if TYPE_CHECKING:
@@ -85,7 +87,8 @@ class RayCluster:
         try:
             self._connect()
         except Exception as exc:  # an unreachable address, a version mismatch: one line, and the fix
-            self.error = EditError(f"cannot reach the Ray cluster at {self.address} ({one_line(exc)})", CONNECT_FIX)
+            why = first_line(exc) if isinstance(exc, ConnectionError) else one_line(exc)
+            self.error = EditError(f"cannot reach the Ray cluster at {self.address} ({why})", CONNECT_FIX)
             self.worker.publish(EngineStopped(str(self.error)))
             self.worker.notify()
             return
@@ -104,8 +107,12 @@ class RayCluster:
         if ray.is_initialized():  # the embedding program connected already (a test, a notebook)
             return
         address = None if self.address == "local" else self.address
-        # log_to_driver off: the actors' output would land in the middle of the TUI.
-        ray.init(address=address, namespace="cogedit", log_to_driver=False, logging_level=logging.WARNING,
+        if address is not None:
+            _check_listening(address)  # ray.init would retry an unreachable address for minutes
+        # Quiet: the actors' output (log_to_driver), Ray's notices and its core's warnings on stderr would
+        # land in the middle of the TUI; errors still reach the user as this worker's events.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+        ray.init(address=address, namespace="cogedit", log_to_driver=False, logging_level=logging.ERROR,
                  include_dashboard=False if address is None else None)
         self._connected_here = True
 
@@ -172,3 +179,15 @@ class RayCluster:
 def _node_label(node: dict) -> str:
     """What a node is called: its Ray node name (its address unless ``ray start --node-name`` says)."""
     return node.get("NodeName") or node.get("NodeManagerAddress") or node["NodeID"][:12]
+
+
+def _check_listening(address: str, timeout: float = 5.0) -> None:
+    """ConnectionError at once when nothing listens at a ``HOST:PORT`` (or ``ray://HOST:PORT``) address."""
+    target = address.removeprefix("ray://")
+    host, colon, port = target.rpartition(":")
+    if not colon or not port.isdigit():
+        return  # auto, or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {target}: {exc.strerror or exc}") from None

@@ -79,6 +79,10 @@ class Worker:
              **kwargs) -> Worker:
         """Lock the data dir (one process at a time), open its store and the inversion cache."""
         root = Path(root) if root else data_dir()
+        if config.cluster:
+            from .ray_cluster import require_ray
+
+            require_ray()  # --cluster without Ray installed: one line, before the data dir is taken
         check_output_dir(config.output_dir or default_output_dir())  # a bad --output-dir fails now, not at export
         lock = DataDirLock(root).acquire()
         try:
