@@ -177,13 +177,19 @@ def run_cli(address: str, model: str, clip: str, out: Path) -> dict:
     from tui.cli import main as cli_main
 
     stdout = io.StringIO()
+    latents = out / "cli-latents.safetensors"
     args = ["edit", clip, "--prompt", "from the command line", "--cluster", address, "--model", model,
-            "--events", "jsonl", "--output-dir", str(out / "cli-results"), *sum(
+            "--events", "jsonl", "--output-dir", str(out / "cli-results"), "--save-latents", str(latents), *sum(
                 ([f"--{k.replace('_', '-')}", str(v)] for k, v in PARAMS.items()), [])]
     with contextlib.redirect_stdout(stdout):
         status = cli_main(args)
     lines = [json.loads(line) for line in stdout.getvalue().splitlines() if line.startswith("{")]
+    from safetensors import safe_open
+
+    with safe_open(str(latents), "pt") as saved:
+        latent_names = sorted(saved.keys())
     return {"status": status, "devices": sorted({e["device"] for e in lines if e.get("device")}),
+            "latents": latent_names, "results": sorted(p.name for p in (out / "cli-results").iterdir()),
             "events": sorted({e["event"] for e in lines})}
 
 

@@ -117,11 +117,13 @@ def test_a_dead_node_requeues_its_job_and_a_node_that_joins_gets_work(report):
     assert any(job["started_on"][0] in joined_devices for job in joined["jobs"]), joined
 
 
-def test_the_headless_command_runs_on_the_cluster_and_names_the_node(report):
+def test_the_headless_command_runs_on_the_cluster_names_the_node_and_brings_the_latents_back(report):
     cli = report["cli"]
     assert cli["status"] == 0, cli
     assert "job_finished" in cli["events"]
     assert cli["devices"] and all(node_of(d).startswith("127.0.0.1") for d in cli["devices"]), cli
+    assert len(cli["results"]) == 1 and not cli["results"][0].startswith(".")
+    assert {"source", "inversion", "reconstruction", "edited"} <= set(cli["latents"])  # --save-latents came back
 
 
 def test_the_devices_pane_lists_both_nodes(report):
