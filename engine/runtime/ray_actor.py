@@ -41,6 +41,7 @@ class EditActor:
         self.work = Path(tempfile.mkdtemp(prefix="cogedit-actor-"))  # clips and results in transit
         self.local: LocalDevice | None = None
         self.stop_requested = False
+        self._one_run = threading.Lock()  # a run the head gave up on ends (it was told to stop) before the next
 
     def gpu_ids(self) -> list[int]:
         """The GPUs Ray gave this actor, as the node numbers them (what the head names the device by)."""
@@ -63,13 +64,19 @@ class EditActor:
         if self.local is not None:
             self.local.clear_memory()
 
-    def memory(self):
-        return self.local.memory() if self.local is not None else None
+    def memory_state(self) -> tuple:
+        """(GpuMemory or None, free bytes or None) of its GPU now."""
+        return (self.local.memory(), self.local.free_memory()) if self.local is not None else (None, None)
 
     def run(self, clip: bytes | None, clip_name: str, params: EditParams, variants: list[Variant],
             want_latents: bool) -> Iterator[tuple]:
         """Edit the clip (``clip``: its bytes, or None when this actor already has ``clip_name``)."""
-        self.stop_requested = False
+        with self._one_run:
+            self.stop_requested = False
+            yield from self._run(clip, clip_name, params, variants, want_latents)
+
+    def _run(self, clip: bytes | None, clip_name: str, params: EditParams, variants: list[Variant],
+             want_latents: bool) -> Iterator[tuple]:
         source = self._clip(clip, clip_name)
         output = Path(tempfile.mkdtemp(prefix="run-", dir=self.work))
         latents = output / LATENTS_NAME if want_latents else None
@@ -96,7 +103,7 @@ class EditActor:
                     continue
                 yield "event", event
                 if isinstance(event, StageFinished):
-                    yield "memory", self.local.memory(), self.local.free_memory()
+                    yield "memory", *self.memory_state()
             thread.join()
             if failure:
                 raise failure[0]

@@ -33,6 +33,7 @@ from ..output.atomic import StagedFolder, write_bytes_atomic, write_json_atomic
 from ..params import EditParams
 from ..paths import OUTPUT_FILES
 from ..pipeline.artifacts import Variant
+from ..pipeline.frames import check_video_path
 from .device import DeviceLost, Emit
 
 # What Ray raises when the actor's process or its node is gone, or its results went with it.
@@ -55,11 +56,16 @@ class RayDevice:
 
     def load(self) -> EngineReady:
         ready = _call(lambda: ray.get(self.actor.load.remote(self.gpu)))
+        self._remember_memory(*_call(lambda: ray.get(self.actor.memory_state.remote())))
         return dataclasses.replace(ready, device=self.name)
+
+    def _remember_memory(self, memory: GpuMemory | None, free: int | None) -> None:
+        self._memory = dataclasses.replace(memory, device=self.name) if memory is not None else None
+        self._free = free
 
     def run(self, source: str, variants: list[Variant], params: EditParams, output_dir: Path, emit: Emit,
             should_stop: Callable[[], bool], save_latents: Path | None) -> None:
-        data = Path(source).read_bytes()
+        data = check_video_path(source).read_bytes()  # a clip gone from the head: VideoError, as on one box
         clip_name = hashlib.sha256(data).hexdigest()[:32] + Path(source).suffix
         shipped = clip_name in self._shipped
         stream = self.actor.run.options(num_returns="streaming").remote(
@@ -69,11 +75,15 @@ class RayDevice:
         watcher = threading.Thread(target=self._pass_stop, args=(should_stop, done), daemon=True,
                                    name=f"cogedit-stop-{self.name}")
         watcher.start()
+        finished = False
         try:
             _call(lambda: self._follow(stream, source, output_dir, emit, save_latents))
+            finished = True
         finally:
             done.set()
             watcher.join()
+            if not finished:  # the head gave up on the stream (a full disk here...): the actor stops too
+                self.actor.stop.remote()
 
     def _pass_stop(self, should_stop: Callable[[], bool], done: threading.Event) -> None:
         """Tell the actor to stop once ``should_stop`` says so (a cancel, the app stopping)."""
@@ -88,8 +98,7 @@ class RayDevice:
             if kind == "event":
                 emit(_renamed(payload[0], self.name))
             elif kind == "memory":
-                memory, self._free = payload
-                self._memory = dataclasses.replace(memory, device=self.name) if memory is not None else None
+                self._remember_memory(*payload)
             elif kind == "result":
                 emit(self._land(payload[0], payload[1], source, output_dir))
             elif kind == "latents":
