@@ -41,3 +41,15 @@ def test_an_address_where_nothing_listens_fails_at_once_and_keeps_the_jobs(capsy
         assert [job.status for job in store.jobs()] == [INTERRUPTED]  # kept, for r to re-queue; never failed
     finally:
         store.close()
+
+
+def test_edit_errors_cross_a_process_boundary_whole():
+    """An actor's EditError reaches the head pickled: the same type, problem and fix (a one-line reason)."""
+    import pickle
+
+    from engine.errors import OutputError
+
+    error = pickle.loads(pickle.dumps(OutputError("disk full while writing x.mp4", "free disk space")))
+    assert type(error) is OutputError and (error.problem, error.fix) == ("disk full while writing x.mp4",
+                                                                          "free disk space")
+    assert str(error) == "disk full while writing x.mp4 — free disk space"

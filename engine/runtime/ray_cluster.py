@@ -89,16 +89,16 @@ class RayCluster:
         except Exception as exc:  # an unreachable address, a version mismatch: one line, and the fix
             why = first_line(exc) if isinstance(exc, ConnectionError) else one_line(exc)
             self.error = EditError(f"cannot reach the Ray cluster at {self.address} ({why})", CONNECT_FIX)
+            self.connecting = False
             self.worker.publish(EngineStopped(str(self.error)))
             self.worker.notify()
             return
-        finally:
-            self.connecting = False
         while not self._stop.is_set():
             try:
                 self.watch()
             except Exception:  # a hiccup of the cluster's state API: look again next time
                 log.exception("watching the Ray cluster failed")
+            self.connecting = False  # after the first look: its devices are loading by now
             self._stop.wait(self.watch_seconds)
 
     def _connect(self) -> None:

@@ -11,6 +11,10 @@ API (every method returns at once; results arrive as events through :meth:`Worke
   queue after the current jobs; ``requeue(id)`` puts a failed, cancelled or interrupted job back.
 - ``status()`` is a snapshot: each device's state and jobs, and the worker's state summed up.
 
+The devices are this process's GPUs (or its CPU), or with ``config.cluster`` the GPUs of a Ray
+cluster (engine.runtime.ray_cluster adds and removes them as nodes come and go); either way each is a
+:class:`engine.runtime.device.Device` driven by the same runner, under the same rules below.
+
 Queued jobs that share a source and parameters (prompt and seed aside) run together as one batch of
 variants over one inversion. A free device takes, in order of preference: a batch whose source it
 holds in memory, a batch no other device holds, then a batch whose holder is busy (the disk cache
