@@ -4,6 +4,7 @@ private network namespace (so every Ray process binds to 127.0.0.1 only), one cl
 spread   four variants of one clip over both nodes; the result folders land in the head's output folder
 actor    the actor running a job is killed mid-edit: the job goes back to the queue and finishes elsewhere
 node     the node running a job is removed mid-edit: the same, and a node that joins later gets work
+retire   a GPU fault (raised by the model, as a failing GPU would) retires that device; the others go on
 cancel   a job cancelled mid-edit stops on its node within a step or so
 cli      ``cogedit-tui edit --cluster ADDRESS --events jsonl``: its events name the node
 tui      the app over the cluster: the Devices pane lists both nodes
@@ -93,6 +94,49 @@ def runner_of(worker: Worker, job_id: str):
     return next(r for r in worker.runners if job_id in r.running)
 
 
+FAULT_FLAG = "fault-on-node"
+
+
+class FaultyLoader:
+    """The engine's own loader, whose transformer raises a CUDA fault while ``flag`` names its node (what a
+    GPU that fails mid-job does; the CPU has none to fail). Defined in the script: it pickles by value."""
+
+    def __init__(self, model: str, flag: str):
+        self.model, self.flag = model, flag
+
+    def __call__(self, device: str):
+        from engine.runtime.worker import device_loader
+
+        loaded = device_loader(EngineConfig(model=self.model))(device)
+        transformer, flag = loaded.pipeline.transformer, Path(self.flag)
+        forward = transformer.forward
+
+        def faulty(*args, **kwargs):
+            if flag.is_file() and flag.read_text() == ray.get_runtime_context().get_node_id():
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return forward(*args, **kwargs)
+
+        transformer.forward = faulty
+        return loaded
+
+
+def retire_a_faulty_gpu(worker: Worker, events: Events, node_id: str, clips, out: Path) -> dict:
+    """A GPU fault on ``node_id``'s device mid-job: that job fails, the device is retired (no new actor
+    takes its place), and the queue goes on on the other."""
+    wait_devices(worker, events, 2)
+    (out / FAULT_FLAG).write_text(node_id)
+    jobs = worker.submit_many([JobSpec(clips[2], "on a failing GPU", build_params(PARAMS)),
+                               JobSpec(clips[3], "on a sound GPU", build_params(PARAMS))])
+    events.wait(lambda: events.ended([j.id for j in jobs]), "the jobs on a failing GPU")
+    time.sleep(1.5)  # several looks of the watcher: it must not replace a retired device
+    after = worker.submit(JobSpec(clips[2], "after the fault", build_params(PARAMS)))
+    events.wait(lambda: events.ended([after.id]), "the job after the fault")
+    faulty = next(r.device for r in worker.runners if r.compute.node_id == node_id)
+    return {"faulty": faulty, "jobs": [job_report(worker, events, j.id) for j in jobs],
+            "after": job_report(worker, events, after.id),
+            "devices": {r.device: r.state.value for r in worker.runners}}
+
+
 def main(report_path: str, model: str, *clips: str) -> None:
     report: dict = {}
     started = time.monotonic()
@@ -104,7 +148,8 @@ def main(report_path: str, model: str, *clips: str) -> None:
         report["startup_s"] = time.monotonic() - started
         out = Path(report_path).parent
         config = EngineConfig(model=model, cluster=cluster.address, output_dir=out / "results")
-        worker = Worker.open(config, root=out / "data", cache_root=out / "cache")
+        worker = Worker.open(config, root=out / "data", cache_root=out / "cache",
+                             loader=FaultyLoader(model, str(out / FAULT_FLAG)))
         worker.cluster.watch_seconds = 0.3
         events = Events(worker)
         try:
@@ -157,6 +202,7 @@ def main(report_path: str, model: str, *clips: str) -> None:
             events.wait(lambda: events.ended([j.id for j in later]), "the jobs after a node joined")
             report["joined"] = {"node": joined.node_id, "jobs": [job_report(worker, events, j.id) for j in later],
                                 "devices": {r.device: r.compute.node_id for r in worker.runners}}
+            report["retire"] = retire_a_faulty_gpu(worker, events, joined.node_id, clips, out)
         finally:
             worker.close()
         report["cli"] = run_cli(cluster.address, model, clips[0], out)

@@ -117,6 +117,16 @@ def test_a_dead_node_requeues_its_job_and_a_node_that_joins_gets_work(report):
     assert any(job["started_on"][0] in joined_devices for job in joined["jobs"]), joined
 
 
+def test_a_gpu_fault_retires_that_device_and_the_queue_goes_on(report):
+    retire = report["retire"]
+    faulty = retire["faulty"]
+    by_device = {job["started_on"][0]: job for job in retire["jobs"]}
+    assert by_device[faulty]["status"] == "failed" and f"GPU {faulty} failed" in by_device[faulty]["error"]
+    assert [job["status"] for device, job in by_device.items() if device != faulty] == ["done"]
+    assert retire["devices"][faulty] == "retired" and len(retire["devices"]) == 2  # not replaced
+    assert retire["after"]["status"] == "done" and retire["after"]["started_on"] != [faulty]
+
+
 def test_the_headless_command_runs_on_the_cluster_names_the_node_and_brings_the_latents_back(report):
     cli = report["cli"]
     assert cli["status"] == 0, cli
