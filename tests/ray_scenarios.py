@@ -34,6 +34,7 @@ from engine.api import (
     JobFinished,
     JobQueued,
     JobSpec,
+    JobStarted,
     StepProgress,
     build_params,
 )
@@ -68,8 +69,6 @@ class Events:
 
 
 def job_report(worker: Worker, events: Events, job_id: str) -> dict:
-    from engine.api import JobStarted
-
     record = worker.store.get(job_id)
     folder = Path(record.output_dir) if record.output_dir else None
     job_file = json.loads((folder / "job.json").read_text()) if folder and (folder / "job.json").is_file() else {}
@@ -125,11 +124,11 @@ def retire_a_faulty_gpu(worker: Worker, events: Events, node_id: str, clips, out
     takes its place), and the queue goes on on the other."""
     wait_devices(worker, events, 2)
     (out / FAULT_FLAG).write_text(node_id)
-    jobs = worker.submit_many([JobSpec(clips[2], "on a failing GPU", build_params(PARAMS)),
-                               JobSpec(clips[3], "on a sound GPU", build_params(PARAMS))])
+    jobs = worker.submit_many([JobSpec(clips[6], "on a failing GPU", build_params(PARAMS)),
+                               JobSpec(clips[7], "on a sound GPU", build_params(PARAMS))])
     events.wait(lambda: events.ended([j.id for j in jobs]), "the jobs on a failing GPU")
     time.sleep(1.5)  # several looks of the watcher: it must not replace a retired device
-    after = worker.submit(JobSpec(clips[2], "after the fault", build_params(PARAMS)))
+    after = worker.submit(JobSpec(clips[6], "after the fault", build_params(PARAMS)))
     events.wait(lambda: events.ended([after.id]), "the job after the fault")
     faulty = next(r.device for r in worker.runners if r.compute.node_id == node_id)
     return {"faulty": faulty, "jobs": [job_report(worker, events, j.id) for j in jobs],
@@ -184,10 +183,13 @@ def main(report_path: str, model: str, *clips: str) -> None:
                 "steps_after": max(e.step for e in events.of(StepProgress) if cancelled.id in e.job_ids
                                    and e.stage == "edit")}
             wait_devices(worker, events, 2)
-            pair = worker.submit_many([JobSpec(clips[2], "on the head node", build_params(LONG)),
-                                       JobSpec(clips[3], "on the second node", build_params(LONG))])
-            events.wait(lambda: all(mid_edit(events, j.id) for j in pair), "both jobs' edits")
-            doomed = next(j for j in pair if runner_of(worker, j.id).compute.node_id == second.node_id)
+            pair = worker.submit_many([JobSpec(clips[2], "one of two", build_params(LONG)),
+                                       JobSpec(clips[3], "two of two", build_params(LONG))])
+            on_second = {r.device for r in worker.runners if r.compute.node_id == second.node_id}
+            events.wait(lambda: {e.device for e in events.of(JobStarted) if e.job_id in {j.id for j in pair}}
+                        >= on_second, "a job on the second node")
+            doomed = next(j for j in pair if events.of(JobStarted, job_id=j.id)[0].device in on_second)
+            events.wait(lambda: mid_edit(events, doomed.id), "the second node's job's edit")
             report["node_killed_device"] = runner_of(worker, doomed.id).device
             cluster.remove_node(second, allow_graceful=False)
             events.wait(lambda: events.ended([j.id for j in pair]), "the jobs after the node died")
@@ -197,8 +199,9 @@ def main(report_path: str, model: str, *clips: str) -> None:
 
             joined = cluster.add_node(**NODE)
             wait_devices(worker, events, 2)
-            later = worker.submit_many([JobSpec(clips[0], "after the join", build_params(PARAMS)),
-                                        JobSpec(clips[1], "after the join too", build_params(PARAMS))])
+            # Sources no device holds yet: a device holding one would be left it.
+            later = worker.submit_many([JobSpec(clips[4], "after the join", build_params(PARAMS)),
+                                        JobSpec(clips[5], "after the join too", build_params(PARAMS))])
             events.wait(lambda: events.ended([j.id for j in later]), "the jobs after a node joined")
             report["joined"] = {"node": joined.node_id, "jobs": [job_report(worker, events, j.id) for j in later],
                                 "devices": {r.device: r.compute.node_id for r in worker.runners}}

@@ -42,7 +42,7 @@ def report(tmp_path_factory, tiny_model_path, make_clip) -> dict:
         pytest.skip(problem)
     out = tmp_path_factory.mktemp("ray")
     report_path = out / "report.json"
-    clips = [str(make_clip(n)) for n in (12, 13, 14, 15)]
+    clips = [str(make_clip(n)) for n in range(12, 20)]  # a fresh source for each scenario that needs one
     command = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"',
                sys.executable, "-u", str(SCRIPT), str(report_path), str(tiny_model_path), *clips]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

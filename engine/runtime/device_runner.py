@@ -274,7 +274,11 @@ class DeviceRunner:
         another device, or on this one's successor), and the runner leaves the worker."""
         reason = f"{self.device} went away ({exc if isinstance(exc, DeviceLost) else one_line(exc)})"
         self.worker.write_log(device_log_name(self.device), exc)
-        if batch:
+        for job in self._unfinished(batch):  # a cancel asked for before the device went is still a cancel
+            if job.id in self.cancel_requested:
+                self.worker.store.mark_cancelled(job.id)
+                self._publish(JobCancelled(job.id))
+        if self._unfinished(batch):
             self._requeue_unfinished(batch, f"{reason}; its jobs went back to the queue")
         self.gone, self.state = True, STOPPED
         self.worker.forget(self)
