@@ -332,19 +332,23 @@ class CogeditApp(App):
         self.close_engine()
 
 
+def _where(config: EngineConfig, default: str) -> str:
+    """The header's devices before the worker says: the flag's, the cluster's address, or ``default``."""
+    return config.device or (f"cluster {config.cluster}" if config.cluster else default)
+
+
 def build_app(config: EngineConfig, *, demo: bool = False, image_class: type | None = None) -> CogeditApp:
     """The workstation for ``config``; the demo: the toy model on the CPU, its variants queued."""
     if not demo:
-        where = config.device or (f"cluster {config.cluster}" if config.cluster else "auto")
-        return CogeditApp(standard_launcher(config), model_label=model_name(config.model), device_label=where,
-                          image_class=image_class)
+        return CogeditApp(standard_launcher(config), model_label=model_name(config.model),
+                          device_label=_where(config, "auto"), image_class=image_class)
     from engine.demo import DEMO_PARAMS, demo_clip_path
 
     model = None if config.model == DEFAULT_MODEL else config.model  # the toy model unless --model says
     presets = {"demo": build_params(DEMO_PARAMS), "default": build_params(),
                "reference": build_params(preset="reference")}
-    return CogeditApp(demo_launcher(config.device, config.dtype, config.output_dir, model), demo=True,
-                      model_label="toy demo model", device_label=config.device or "cpu", form_presets=presets,
+    return CogeditApp(demo_launcher(config.device, config.dtype, config.output_dir, model, config.cluster), demo=True,
+                      model_label="toy demo model", device_label=_where(config, "cpu"), form_presets=presets,
                       form_preset="demo", form_source=str(demo_clip_path()), image_class=image_class)
 
 
