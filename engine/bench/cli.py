@@ -90,6 +90,7 @@ def run_bench(args: argparse.Namespace) -> int:
         figures = run_device_scaling(args, resolve_devices(args.devices))
         print(format_scaling(figures))
         if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(args.json, figures, allow_nan=True)
         return 0
     time_steps = args.time_steps if args.time_steps is not None and args.time_steps < args.steps else None

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..config import EngineConfig, JobSpec
+from ..config import GIB, EngineConfig, JobSpec
 from ..demo.sample_clip import write_sample_clip
 from ..events import EngineReady, Event, JobCancelled, JobFailed, JobFinished, JobStarted
 from ..kernels.select import apply_speed, resolve_attention
@@ -104,7 +104,9 @@ def _ray_holding(devices: list[str]) -> Iterator[None]:
     import ray
 
     gpus = sum(1 for d in devices if d.startswith("cuda"))
-    ray.init(num_gpus=gpus, include_dashboard=False, log_to_driver=False, namespace="cogedit-bench")
+    # A small object store: it carries clips and result folders (megabytes), and a container's /dev/shm is small.
+    ray.init(num_gpus=gpus, include_dashboard=False, log_to_driver=False, namespace="cogedit-bench",
+             object_store_memory=GIB)
     try:
         yield
     finally:

@@ -35,9 +35,10 @@ LATENTS_NAME = "latents.safetensors"
 
 
 class EditActor:
-    def __init__(self, config: EngineConfig, loader: Loader | None = None):
+    def __init__(self, config: EngineConfig, loader: Loader | None = None, cache_folder: str | None = None):
         self.config = config
         self.loader = loader or device_loader(config)
+        self.cache_folder = Path(cache_folder) if cache_folder else cache_dir() / "inversions"  # this node's
         self.work = Path(tempfile.mkdtemp(prefix="cogedit-actor-"))  # clips and results in transit
         self.local: LocalDevice | None = None
         self.stop_requested = False
@@ -51,9 +52,8 @@ class EditActor:
 
     def load(self, gpu: bool):
         """Load the model on this actor's GPU (Ray sets CUDA_VISIBLE_DEVICES to it) or the CPU."""
-        folder = cache_dir() / "inversions"  # this node's own disk cache of inversions
         self.local = LocalDevice("cuda:0" if gpu else "cpu", self.loader,
-                                 InversionCache(folder, self.config.cache_max_bytes))
+                                 InversionCache(self.cache_folder, self.config.cache_max_bytes))
         return self.local.load()
 
     def stop(self) -> None:

@@ -17,6 +17,7 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import DeviceState, EngineConfig
@@ -43,10 +44,13 @@ def require_ray() -> None:
 
 class RayCluster:
     def __init__(self, config: EngineConfig, worker: Worker, loader: Callable | None = None,
-                 watch_seconds: float = 2.0):
+                 cache_folder: Path | None = None, watch_seconds: float = 2.0):
         require_ray()
         self.config = config
         self.loader = loader  # None: each actor loads config.model (a model folder or hub id on its node)
+        # Where actors keep inversions on disk: each node's own cache dir; on a private cluster on this
+        # machine (local), this worker's (a benchmark's own cache must not serve the next run).
+        self.actor_cache = str(cache_folder) if cache_folder is not None and config.cluster == "local" else None
         self.worker = worker
         self.address = config.cluster
         self.watch_seconds = watch_seconds
@@ -149,7 +153,7 @@ class RayCluster:
         remote = ray.remote(EditActor).options(
             num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1, max_concurrency=3, max_restarts=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
-        return remote.remote(self.config, self.loader), node_id, gpu
+        return remote.remote(self.config, self.loader, self.actor_cache), node_id, gpu
 
     def _add(self, actor, node_id: str, gpu: bool, label: str) -> None:
         """Wait for the actor to find its GPU, name the device after it, and hand it to the worker."""

@@ -72,7 +72,7 @@ class Worker:
         if config.cluster:
             from .ray_cluster import RayCluster  # needs the optional extra: only for --cluster
 
-            self.cluster = RayCluster(config, self, loader)  # a loader must pickle: it travels to every actor
+            self.cluster = RayCluster(config, self, loader, folder)  # a loader must pickle: it travels to each actor
         else:
             load = device_loader(config, loader)
             self.runners = [DeviceRunner(self, LocalDevice(name, load, InversionCache(folder, config.cache_max_bytes)))
