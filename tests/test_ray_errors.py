@@ -53,3 +53,10 @@ def test_edit_errors_cross_a_process_boundary_whole():
     assert type(error) is OutputError and (error.problem, error.fix) == ("disk full while writing x.mp4",
                                                                           "free disk space")
     assert str(error) == "disk full while writing x.mp4 — free disk space"
+
+
+def test_bench_backend_ray_is_the_queue_benchmark_only(capsys):
+    from engine.bench.cli import main as bench_main
+
+    assert bench_main(["--arch", "tiny", "--backend", "compare"]) == 2
+    assert "--backend compare needs --devices" in capsys.readouterr().err
