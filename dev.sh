@@ -49,8 +49,10 @@ setup() {
       "$py" -m pip install -q "torch==$TORCH_CPU_VERSION"  # its own dependencies
     fi
   fi
-  say "installing cogedit-tui and its test tools"
-  "$py" -m pip install -q -e ".[test]"
+  # The ray extra too: the --cluster tests run a local Ray cluster (ray does not depend on torch, so the
+  # torch installed above stays).
+  say "installing cogedit-tui, its test tools and Ray"
+  "$py" -m pip install -q -e ".[test,ray]"
   echo "$want" >"$stamp"
 }
 

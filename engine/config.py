@@ -50,6 +50,9 @@ class EngineConfig:
                              "(Hopper), else the engine's Triton kernel, else cuDNN's]", choices=ATTENTION_CHOICES)
     compile: bool | None = None  # torch.compile the transformer blocks; None: on a GPU
     # approximate: FP8 projections in the transformer blocks (engine.kernels.fp8; torchao, SM 8.9+)
+    # a Ray cluster's address: its GPUs (one actor each) serve this process's queue (engine.runtime.ray_cluster)
+    cluster: str | None = _option(None, "run the queue on every GPU of a Ray cluster: its address (auto, HOST:PORT, "
+                                  "ray://HOST:10001, or local); needs pip install 'cogedit-tui[ray]'")
     fp8: bool = _option(False, "approximate: FP8 matrix products in the transformer blocks (faster; changes the "
                         "result beyond float rounding; needs torchao and an Ada or Hopper GPU)")
 

@@ -15,6 +15,9 @@ class EditError(Exception):
         self.fix = fix
         super().__init__(f"{problem} — {fix}")
 
+    def __reduce__(self):  # pickled as (problem, fix): it crosses process boundaries (a Ray actor's error)
+        return type(self), (self.problem, self.fix)
+
 
 class VideoError(EditError):
     """The source video is missing, unreadable or too short."""

@@ -52,6 +52,8 @@ def test_formatting():
     assert shorten("a  long   prompt", 8) == "a long …"
     assert devices_label(["cuda:0"]) == "cuda:0" and devices_label(["cuda:0", "cuda:1"]) == "cuda:0,cuda:1"
     assert devices_label([f"cuda:{i}" for i in range(4)]) == "4× cuda"  # the devices pane lists them
+    cluster = ["10.0.0.5:cuda:0", "10.0.0.5:cuda:1", "10.0.0.6:cuda:0"]  # --cluster: node-qualified names
+    assert devices_label(cluster) == "3× cuda on 2 nodes" and devices_label(cluster[:1]) == "1× cuda on 1 node"
 
 
 def test_the_parameter_summary_shows_changed_and_key_parameters():

@@ -176,7 +176,8 @@ class CogeditApp(App):
     def on_engine_opened(self, message: EngineOpened) -> None:
         worker = message.launch.worker
         self.model_label = model_name(worker.config.model)
-        self.device_label = devices_label([device.device for device in worker.status().devices])
+        # A cluster's devices join later (its EngineReady events name them): the launch label until then.
+        self.device_label = devices_label([device.device for device in worker.status().devices]) or self.device_label
         for record in reversed(worker.store.history()[:20]):  # the stage costs for the ETAs, newest last
             self.tracker.costs.learn_record(record)
         # Interrupted by a crash (marked on open) or by a quit mid-job (marked then): both wait for an r.
@@ -331,18 +332,23 @@ class CogeditApp(App):
         self.close_engine()
 
 
+def _where(config: EngineConfig, default: str) -> str:
+    """The header's devices before the worker says: the flag's, the cluster's address, or ``default``."""
+    return config.device or (f"cluster {config.cluster}" if config.cluster else default)
+
+
 def build_app(config: EngineConfig, *, demo: bool = False, image_class: type | None = None) -> CogeditApp:
     """The workstation for ``config``; the demo: the toy model on the CPU, its variants queued."""
     if not demo:
         return CogeditApp(standard_launcher(config), model_label=model_name(config.model),
-                          device_label=config.device or "auto", image_class=image_class)
+                          device_label=_where(config, "auto"), image_class=image_class)
     from engine.demo import DEMO_PARAMS, demo_clip_path
 
     model = None if config.model == DEFAULT_MODEL else config.model  # the toy model unless --model says
     presets = {"demo": build_params(DEMO_PARAMS), "default": build_params(),
                "reference": build_params(preset="reference")}
-    return CogeditApp(demo_launcher(config.device, config.dtype, config.output_dir, model), demo=True,
-                      model_label="toy demo model", device_label=config.device or "cpu", form_presets=presets,
+    return CogeditApp(demo_launcher(config.device, config.dtype, config.output_dir, model, config.cluster), demo=True,
+                      model_label="toy demo model", device_label=_where(config, "cpu"), form_presets=presets,
                       form_preset="demo", form_source=str(demo_clip_path()), image_class=image_class)
 
 

@@ -109,12 +109,14 @@ def model_name(model: str) -> str:
 
 
 def devices_label(devices: list[str]) -> str:
-    """The header's devices: ``cuda:0`` or ``cuda:0,cuda:1``; from three on ``4× cuda`` (the devices
-    pane lists them)."""
-    if len(devices) <= 2:
+    """The header's devices: ``cuda:0`` or ``cuda:0,cuda:1``; from three on ``4× cuda``; a cluster's
+    (``NODE:cuda:N``) ``4× cuda on 2 nodes`` (the devices pane lists them)."""
+    nodes = {device.rsplit(":", 2)[0] for device in devices if device.count(":") >= 2}
+    if len(devices) <= 2 and not nodes:
         return ",".join(devices)
-    kinds = dict.fromkeys(device.split(":")[0] for device in devices)
-    return f"{len(devices)}× {'/'.join(kinds)}"
+    kinds = dict.fromkeys(device.split(":")[-2 if device.count(":") >= 2 else 0] for device in devices)
+    where = f" on {len(nodes)} node{'s' if len(nodes) != 1 else ''}" if nodes else ""
+    return f"{len(devices)}× {'/'.join(kinds)}{where}"
 
 
 def stage_label(stage: str | None) -> str:

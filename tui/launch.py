@@ -34,7 +34,7 @@ def standard_launcher(config: EngineConfig) -> Launcher:
 
 
 def demo_launcher(device: str | None = None, dtype: str | None = None, output_dir: Path | None = None,
-                  model: str | None = None) -> Launcher:
+                  model: str | None = None, cluster: str | None = None) -> Launcher:
     """The demo: the toy model and its clip (written when missing), the demo's two variants queued."""
 
     def launch() -> Launch:
@@ -42,7 +42,7 @@ def demo_launcher(device: str | None = None, dtype: str | None = None, output_di
 
         model_path, clip = prepare_demo(model)
         worker = open_worker(EngineConfig(model=model_path, device=device or "cpu", dtype=dtype,
-                                          output_dir=output_dir))
+                                          output_dir=output_dir, cluster=cluster))
         params = build_params(DEMO_PARAMS)
         # Queued, running, interrupted or done already (an earlier demo): not queued again; the history
         # has the results and r re-queues an interrupted one.

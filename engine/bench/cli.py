@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -39,6 +40,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", metavar="LIST",
                         help="instead of the paths: queue throughput on 1, 2, 4 ... of these devices "
                              "(cuda:0,cuda:1,... or all) through the worker, one pipeline per device")
+    parser.add_argument("--backend", choices=("local", "ray", "compare"), default="local",
+                        help="with --devices: local: devices of this process; ray: Ray actors on a private "
+                             "single-machine Ray cluster (needs the ray extra); compare: both, on all the "
+                             "devices, and Ray's overhead per job [local]")
     parser.add_argument("--sources", type=int, default=4, help="with --devices: clips in the queue [4]")
     parser.add_argument("--frames", type=int, help="frames per clip [the arch's: 49 for 5b, 81 for 1.5-5b]")
     parser.add_argument("--height", type=int, help="frame height [the arch's: 480 for 5b, 768 for 1.5-5b]")
@@ -62,6 +67,11 @@ def _argument_problems(args: argparse.Namespace) -> list[str]:
             problems.append(f"--{name} must be at least 1")
     if args.peak_tflops is not None and args.peak_tflops <= 0:
         problems.append("--peak-tflops must be positive")
+    if args.backend != "local":
+        if not args.devices:
+            problems.append(f"--backend {args.backend} needs --devices (the queue benchmark)")
+        if importlib.util.find_spec("ray") is None:
+            problems.append(f"--backend {args.backend} needs Ray: pip install 'cogedit-tui[ray]'")
     unknown = [p for p in args.paths.split(",") if p not in PATHS]
     if unknown or "engine" not in args.paths.split(","):
         problems.append(f"--paths takes names of {', '.join(PATHS)} and must include engine")
@@ -88,6 +98,7 @@ def run_bench(args: argparse.Namespace) -> int:
         figures = run_device_scaling(args, resolve_devices(args.devices))
         print(format_scaling(figures))
         if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(args.json, figures, allow_nan=True)
         return 0
     time_steps = args.time_steps if args.time_steps is not None and args.time_steps < args.steps else None

@@ -1,5 +1,9 @@
 """``cogedit-tui bench --devices ...``: queue throughput on 1, 2, 4 ... GPUs through the real worker.
 
+``--backend ray`` runs the same queue through the Ray backend (``--cluster``) on a private single-machine
+Ray cluster holding those GPUs: one actor per GPU, clips and results through Ray's object store;
+``--backend compare`` runs it both ways on all the devices and reports Ray's overhead per job.
+
 The same queue (``--sources`` clips x ``--variants`` prompts each) runs on a worker with one device,
 then two, then four (as many as ``--devices`` lists), each device holding its own pipeline built from
 the 5B architecture at random weights. Throughput is jobs finished per hour of wall time, from the
@@ -10,17 +14,20 @@ devices over N times the throughput on one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..config import EngineConfig, JobSpec
+from ..config import GIB, EngineConfig, JobSpec
 from ..demo.sample_clip import write_sample_clip
 from ..events import EngineReady, Event, JobCancelled, JobFailed, JobFinished, JobStarted
 from ..kernels.select import apply_speed, resolve_attention
@@ -76,20 +83,56 @@ class _Tracker:
             return self.cond.wait_for(predicate, timeout)
 
 
-def run_queue(arch: BenchArch, devices: list[str], clips: list[Path], warm_clips: list[Path], prompts: list[str],
-              params, work: Path, compile_blocks: bool, timeout: float = 3600) -> dict[str, Any]:
-    """Run every clip x prompt as a job on a worker over ``devices``; return the figures."""
+@dataclass(frozen=True)
+class ArchLoader:
+    """``loader(device)``: the benchmark architecture at random weights on ``device``; a plain object so
+    that it pickles and a Ray actor can build the model on its own GPU."""
 
-    def loader(device: str):
+    arch_name: str
+    compile_blocks: bool
+
+    def __call__(self, device: str):
+        arch = ARCHS[self.arch_name]
         with _BUILD_LOCK:
             model = wrap_pipeline(arch.build(torch.device(device)), arch.description, "<in memory>")
-        apply_speed(model, "auto", compile_blocks)
+        apply_speed(model, "auto", self.compile_blocks)
         return model
 
-    tag = f"{len(devices)}dev"
+
+@contextlib.contextmanager
+def _ray_holding(devices: list[str]) -> Iterator[None]:
+    """A private single-machine Ray cluster that holds as many GPUs as ``devices`` (none: one CPU actor)."""
+    import ray
+
+    gpus = sum(1 for d in devices if d.startswith("cuda"))
+    # A small object store: it carries clips and result folders (megabytes), and a container's /dev/shm is small.
+    ray.init(num_gpus=gpus, include_dashboard=False, log_to_driver=False, namespace="cogedit-bench",
+             object_store_memory=GIB)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def run_queue(arch: BenchArch, devices: list[str], clips: list[Path], warm_clips: list[Path], prompts: list[str],
+              params, work: Path, compile_blocks: bool, timeout: float = 3600, backend: str = "local"
+              ) -> dict[str, Any]:
+    """Run every clip x prompt as a job on a worker over ``devices`` (``backend`` ray: as Ray actors);
+    return the figures."""
+    with _ray_holding(devices) if backend == "ray" else contextlib.nullcontext():
+        figures = _run_queue(arch, devices, clips, warm_clips, prompts, params, work, compile_blocks, timeout,
+                             backend)
+    return figures | {"backend": backend}
+
+
+def _run_queue(arch: BenchArch, devices: list[str], clips: list[Path], warm_clips: list[Path], prompts: list[str],
+               params, work: Path, compile_blocks: bool, timeout: float, backend: str) -> dict[str, Any]:
+    tag = f"{len(devices)}dev-{backend}"
+    cluster = {"cluster": "local"} if backend == "ray" else {}  # the cluster _ray_holding started
     config = EngineConfig(model=arch.name, device=",".join(devices), output_dir=work / tag / "out",
-                          max_batch_variants=len(prompts), compile=compile_blocks)
-    worker = Worker.open(config, root=work / tag / "data", cache_root=work / tag / "cache", loader=loader)
+                          max_batch_variants=len(prompts), compile=compile_blocks, **cluster)
+    worker = Worker.open(config, root=work / tag / "data", cache_root=work / tag / "cache",
+                         loader=ArchLoader(arch.name, compile_blocks))
     tracker = _Tracker()
     worker.subscribe(tracker)
     try:
@@ -109,9 +152,11 @@ def run_queue(arch: BenchArch, devices: list[str], clips: list[Path], warm_clips
     finally:
         worker.close()
     done = sum(1 for outcome in tracker.ended.values() if outcome == "JobFinished")
-    per_device = {d: sum(1 for j in jobs if tracker.device_of.get(j.id) == d) for d in devices}
+    per_device = {d: sum(1 for j in jobs if tracker.device_of.get(j.id) == d)
+                  for d in dict.fromkeys(tracker.device_of.get(j.id, "?") for j in jobs)}
     failures = {f"{tracker.device_of.get(job_id, '?')} {job_id}": text for job_id, text in tracker.failures.items()}
     return {"devices": devices, "jobs": len(jobs), "finished": done, "wall_seconds": wall,
+            "seconds_per_job": wall / done if done else float("nan"),
             "jobs_per_hour": done / wall * 3600 if wall > 0 else 0.0, "jobs_per_device": per_device,
             "failures": failures}
 
@@ -129,18 +174,28 @@ def run_device_scaling(args: argparse.Namespace, devices: list[str]) -> dict[str
         clips, warm_clips = ([write_sample_clip(work / f"{kind}{i}.mp4", num_frames=args.frames, height=arch.height,
                                                 width=arch.width, seed=seed + i) for i in range(count)]
                              for kind, count, seed in (("clip", args.sources, 0), ("warm", len(devices), 1000)))
-        for n in device_counts(devices):
-            runs.append(run_queue(arch, devices[:n], clips, warm_clips, prompts, params, work, compile_blocks))
+        # compare: the same queue on all the devices in this process, then as Ray actors.
+        plan = ([(devices, "local"), (devices, "ray")] if args.backend == "compare"
+                else [(devices[:n], args.backend) for n in device_counts(devices)])
+        for run_devices, backend in plan:
+            runs.append(run_queue(arch, run_devices, clips, warm_clips, prompts, params, work, compile_blocks,
+                                  backend=backend))
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-    base = runs[0]["jobs_per_hour"]  # one device
+    base = runs[0]["jobs_per_hour"]  # one device (compare: this process's devices)
     for run in runs:
         n = len(run["devices"])
         run["speedup"] = run["jobs_per_hour"] / base if base else 0.0
-        run["scaling_efficiency"] = run["speedup"] / n
+        run["scaling_efficiency"] = run["speedup"] / (1 if args.backend == "compare" else n)
+    overhead = {}
+    if args.backend == "compare":
+        local, ray = runs
+        extra = ray["seconds_per_job"] - local["seconds_per_job"]
+        overhead = {"ray_overhead_seconds_per_job": extra,
+                    "ray_overhead_fraction": extra / local["seconds_per_job"] if local["seconds_per_job"] else 0.0}
     return {"arch": arch.name, "frames": args.frames, "steps": args.steps, "sources": args.sources,
-            "variants": args.variants, "compiled_blocks": compile_blocks, "runs": runs,
+            "variants": args.variants, "compiled_blocks": compile_blocks, "runs": runs, **overhead,
             "attention": resolve_attention("auto", torch.device(devices[0])),
             "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
 
@@ -150,10 +205,15 @@ def format_scaling(figures: dict[str, Any]) -> str:
              f"{figures['sources'] * figures['variants']} jobs; {figures['arch']} at {figures['frames']} frames, "
              f"{figures['steps']} steps; compiled blocks: {figures['compiled_blocks']}; attention: "
              f"{figures.get('attention', 'not recorded')}; {figures['device_name']}",
-             f"  {'devices':<9}{'wall s':>9}{'jobs/hour':>11}{'speed-up':>10}{'efficiency':>12}  jobs per device"]
+             f"  {'devices':<9}{'backend':<9}{'wall s':>9}{'s/job':>9}{'jobs/hour':>11}{'speed-up':>10}"
+             f"{'efficiency':>12}  jobs per device"]
     for run in figures["runs"]:
-        lines.append(f"  {len(run['devices']):<9}{run['wall_seconds']:>9.1f}{run['jobs_per_hour']:>11.1f}"
+        lines.append(f"  {len(run['devices']):<9}{run.get('backend', 'local'):<9}{run['wall_seconds']:>9.1f}"
+                     f"{run.get('seconds_per_job', float('nan')):>9.2f}{run['jobs_per_hour']:>11.1f}"
                      f"{run['speedup']:>10.2f}{run['scaling_efficiency']:>11.0%}  {run['jobs_per_device']}")
+    if "ray_overhead_seconds_per_job" in figures:
+        lines.append(f"  Ray's overhead: {figures['ray_overhead_seconds_per_job']:+.2f} s per job "
+                     f"({figures['ray_overhead_fraction']:+.1%} of a job in this process; target under 3%)")
     for run in figures["runs"]:
         for job, text in run.get("failures", {}).items():  # a throughput with failed jobs is no throughput
             lines.append(f"  FAILED on {len(run['devices'])} device(s), job {job}: {text}")

@@ -1,19 +1,20 @@
-"""One device's thread: it loads a pipeline on its GPU (or the CPU) and runs the batches it claims.
+"""One device's thread: it loads a pipeline on its :class:`Device` and runs the batches it claims.
 
 A :class:`DeviceRunner` belongs to a :class:`engine.runtime.worker.Worker`, which owns the store, the
 event bus and the queue; the runner reaches it only through :class:`WorkerLink` (the worker's side of
 the contract: publish, claim a batch, wait, log, the store) and asks it for work whenever it is free.
-A failure fails the batch's jobs and the runner takes the next; a lost device retires the runner
-(its jobs fail, the other devices go on).
+The device is a GPU of this process or a Ray actor on another machine (engine.runtime.device): the
+runner is the same. A failure fails the batch's jobs and the runner takes the next; a GPU fault retires
+the runner (its jobs fail, the other devices go on); a device that went away (a dead actor or node)
+puts its jobs back in the queue and the runner ends.
 """
 
 from __future__ import annotations
 
-import gc
+import dataclasses
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -24,10 +25,8 @@ from ..errors import Cancelled, EditError, OutOfMemoryError, one_line
 from ..events import (
     STOPPED_REASON,
     EditWarning,
-    EngineReady,
     EngineStopped,
     Event,
-    GpuMemory,
     JobCancelled,
     JobFailed,
     JobFinished,
@@ -39,11 +38,8 @@ from ..events import (
 )
 from ..params import EditParams, video_tokens
 from ..pipeline.artifacts import Variant
-from ..pipeline.compile_gate import MODEL_GATE
-from ..pipeline.edit import run_edit
-from ..pipeline.inversion_cache import InversionCache
-from ..pipeline.model import LoadedModel, free_memory
 from ..store import RUNNING, JobRecord, Store
+from .device import Device, DeviceLost, device_log_name
 
 # Activation memory of one batch row per video token, measured on the 5B architecture in bf16 with
 # compiled blocks (at 49x480x720, above the weights: 7 rows 10.3 GiB, 13 rows 18.2 GiB, 25 rows 33.6 GiB:
@@ -73,16 +69,17 @@ class WorkerLink(Protocol):
     def notify(self) -> None: ...
     def wait(self, seconds: float) -> None: ...
     def claim_batch(self, runner: DeviceRunner) -> list[JobRecord]: ...
+    def forget(self, runner: DeviceRunner) -> None: ...
     def write_log(self, name: str, exc: BaseException) -> str | None: ...
 
 
 class DeviceRunner:
-    def __init__(self, worker: WorkerLink, device: str, loader: Callable[[str], LoadedModel], cache: InversionCache):
+    def __init__(self, worker: WorkerLink, compute: Device):
         self.worker = worker
-        self.device = device
-        self.loader = loader
-        self.cache = cache  # its own memory LRU; the disk folder is shared by all devices
-        self.model: LoadedModel | None = None
+        self.compute = compute
+        self.device = compute.name
+        self.loaded = False
+        self.gone = False  # the device went away (DeviceLost): the runner has left its worker
         self.load_error: BaseException | None = None
         self.state: DeviceState = STOPPED
         self.running: tuple[str, ...] = ()
@@ -102,10 +99,10 @@ class DeviceRunner:
         holds (each variant adds 3 rows to a step: its two guidance halves and its reference), and
         halved after an out-of-memory error."""
         limit = min(configured, self.oom_limit or configured)
-        if self.model is None or self.model.device.type != "cuda":
+        free = self.compute.free_memory() if self.loaded else None
+        if free is None:
             return max(1, limit)
-        free = free_memory(self.model.device)
-        family = self.model.family  # the model's own clip where the parameters leave it empty
+        family = self.compute.family  # the model's own clip where the parameters leave it empty
         tokens = video_tokens(params.max_num_frames or family.frames, params.height or family.height,
                               params.width or family.width, family.temporal_patch)
         rows = int((free - RESERVED_BYTES) / (ROW_BYTES_PER_TOKEN * tokens))
@@ -113,13 +110,9 @@ class DeviceRunner:
 
     def release(self) -> None:
         """Drop the model and the in-memory inversions (after the thread has stopped) and hand the
-        freed GPU memory back to the driver."""
-        on_gpu = self.model is not None and self.model.device.type == "cuda"
-        self.model = None
-        self.cache.clear_memory()
-        if on_gpu:
-            gc.collect()  # the pipeline's modules refer to one another: free them now, not at some later collection
-            torch.cuda.empty_cache()
+        freed GPU memory back."""
+        self.loaded = False
+        self.compute.release()
 
     def request_cancel(self, job_id: str) -> bool:
         if job_id in self.running:
@@ -141,23 +134,26 @@ class DeviceRunner:
         self._set_state(LOADING)
         self._publish(StageStarted("load", (), 0, device=self.device))
         try:
-            with MODEL_GATE.shared():  # loading touches modules: not while another device compiles
-                self.model = self.loader(self.device)
+            ready = self.compute.load()
+        except DeviceLost as exc:
+            self._lost(exc, [])
+            return
         except Exception as exc:  # EditError: a one-line reason; anything else: the type and first line
             self.load_error = exc
             reason = str(exc) if isinstance(exc, EditError) else one_line(exc)
-            self.worker.write_log(f"engine-{self.device.replace(':', '')}", exc)
+            self.worker.write_log(device_log_name(self.device), exc)
             self._publish(EngineStopped(f"the model did not load on {self.device}: {reason}", device=self.device))
             self._set_state(FAILED)
             return
-        model = self.model
-        self._publish(StageFinished("load", (), model.load_seconds, device=self.device))
-        precision = model.dtype_name + ("+fp8" if model.fp8 else "")  # the header and log say FP8 is on
-        self._publish(EngineReady(model.model, model.resolved_path, str(model.device), precision,
-                                  model.load_seconds))
+        self.loaded = True
+        self._publish(StageFinished("load", (), ready.seconds, device=self.device))
+        self._publish(dataclasses.replace(ready, time=time.time()))  # told now, after the stage's end
         self._publish_memory()
         self._set_state(IDLE)
-        while not self.worker.stopping and self.state != RETIRED:
+        while not self.worker.stopping and self.state != RETIRED and not self.gone:
+            if self.compute.lost:
+                self._lost(DeviceLost(self.compute.lost), [])
+                break
             try:
                 self._settle_unrecorded()
                 batch = self.worker.claim_batch(self)
@@ -178,9 +174,9 @@ class DeviceRunner:
             except EditError as exc:  # the batch ran, but the store could not record how it ended
                 self.unsettled = [j.id for j in batch]
                 self._store_fault(exc)
-            if self.state != RETIRED:
+            if self.state != RETIRED and not self.gone:
                 self._set_state(PAUSED if self.worker.paused else IDLE)
-        if self.state != RETIRED:
+        if self.state != RETIRED and not self.gone:
             self._set_state(STOPPED)
             self._publish(EngineStopped(STOPPED_REASON, device=self.device))
 
@@ -192,13 +188,14 @@ class DeviceRunner:
             self._publish(JobStarted(job.id, device=self.device))
         variants = [Variant(j.id, j.prompt, j.params.seed) for j in batch]
         try:
-            run_edit(self.model, batch[0].source, variants, batch[0].params, self.worker.output_dir,
-                     emit=self._emit_from_run, cache=self.cache, save_latents=self.worker.save_latents,
-                     should_stop=lambda: bool(self.cancel_requested) or self.worker.stopping)
+            self.compute.run(batch[0].source, variants, batch[0].params, self.worker.output_dir, self._emit_from_run,
+                             lambda: bool(self.cancel_requested) or self.worker.stopping, self.worker.save_latents)
+        except DeviceLost as exc:
+            self._lost(exc, batch)
         except Cancelled:
             self._settle_cancelled(batch)
         except torch.OutOfMemoryError as exc:
-            self._free_memory()
+            self.compute.clear_memory()
             if len(batch) > 1:  # try again with fewer variants at a time before failing anyone
                 self.oom_limit = max(1, len(batch) // 2)
                 self._requeue_unfinished(batch, f"out of GPU memory with {len(batch)} variants in one batch on "
@@ -222,7 +219,7 @@ class DeviceRunner:
     def _store_fault(self, exc: EditError) -> None:
         """The store refused a write: say so once, and retry every few seconds (freed space resumes)."""
         if self.worker.fault is None or str(self.worker.fault) != str(exc):
-            self.worker.write_log(f"engine-{self.device.replace(':', '')}", exc)
+            self.worker.write_log(device_log_name(self.device), exc)
             self._publish(EditWarning(tuple(self.unsettled), f"{exc}; the queue waits and retries"))
         self.worker.fault = exc
         self.worker.notify()
@@ -240,7 +237,7 @@ class DeviceRunner:
     @property
     def hot_sources(self) -> set[str]:
         """Sources whose inversion this device holds in memory."""
-        return self.cache.held_sources()
+        return self.compute.hot_sources() if self.loaded else set()
 
     def _emit_from_run(self, event: Event) -> None:
         """Events from a running edit; a finished job is recorded before anyone hears of it."""
@@ -274,6 +271,23 @@ class DeviceRunner:
             self.worker.store.mark_queued(job.id, front=True)
             self._publish(JobQueued(job.id, job.source, job.prompt, 1))
 
+    def _lost(self, exc: BaseException, batch: list[JobRecord]) -> None:
+        """The device went away: its unfinished jobs go back to the front of the queue (they run on
+        another device, or on this one's successor), and the runner leaves the worker."""
+        reason = f"{self.device} went away ({exc if isinstance(exc, DeviceLost) else one_line(exc)})"
+        self.worker.write_log(device_log_name(self.device), exc)
+        for job in self._unfinished(batch):  # a cancel asked for before the device went is still a cancel
+            if job.id in self.cancel_requested:
+                self.worker.store.mark_cancelled(job.id)
+                self._publish(JobCancelled(job.id))
+        if self._unfinished(batch):
+            self._requeue_unfinished(batch, f"{reason}; its jobs went back to the queue")
+        self.gone, self.state = True, STOPPED
+        self.worker.forget(self)
+        self._publish(WorkerState(self.device, STOPPED.value, ()))
+        self._publish(EngineStopped(reason, device=self.device))
+        self.worker.notify()
+
     def _fail(self, batch: list[JobRecord], error: EditError | None, exc: BaseException) -> None:
         reason = str(error) if error is not None else f"{one_line(exc)} (see the log)"
         unfinished = self._unfinished(batch)
@@ -284,18 +298,10 @@ class DeviceRunner:
             self.worker.store.mark_failed(job.id, reason, log_path)
             self._publish(JobFailed(job.id, reason, log_path, fixable=error is not None))
 
-    def _free_memory(self) -> None:
-        self.cache.clear_memory()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
     def _publish_memory(self) -> None:
-        if self.model is None or self.model.device.type != "cuda":
-            return
-        device = self.model.device
-        self._publish(GpuMemory(str(device), torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device),
-                                torch.cuda.get_device_properties(device).total_memory))
+        memory = self.compute.memory() if self.loaded else None
+        if memory is not None:
+            self._publish(memory)
 
 
 def _device_lost(exc: BaseException) -> bool:

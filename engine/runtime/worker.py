@@ -11,6 +11,10 @@ API (every method returns at once; results arrive as events through :meth:`Worke
   queue after the current jobs; ``requeue(id)`` puts a failed, cancelled or interrupted job back.
 - ``status()`` is a snapshot: each device's state and jobs, and the worker's state summed up.
 
+The devices are this process's GPUs (or its CPU), or with ``config.cluster`` the GPUs of a Ray
+cluster (engine.runtime.ray_cluster adds and removes them as nodes come and go); either way each is a
+:class:`engine.runtime.device.Device` driven by the same runner, under the same rules below.
+
 Queued jobs that share a source and parameters (prompt and seed aside) run together as one batch of
 variants over one inversion. A free device takes, in order of preference: a batch whose source it
 holds in memory, a batch no other device holds, then a batch whose holder is busy (the disk cache
@@ -37,6 +41,7 @@ from ..pipeline.frames import check_video_path, file_digest
 from ..pipeline.inversion_cache import InversionCache
 from ..pipeline.model import LoadedModel, load_model, resolve_devices
 from ..store import QUEUED, RUNNING, DataDirLock, JobRecord, Store
+from .device import Device, LocalDevice
 from .device_runner import BUSY, FAILED, IDLE, LOADING, PAUSED, RETIRED, STOPPED, DeviceRunner, log_exception
 from .events_bus import EventBus
 
@@ -62,15 +67,26 @@ class Worker:
         self._wake = threading.Condition()
         folder = Path(cache_folder) if cache_folder else cache_dir() / "inversions"
         self.cache_folder = folder
-        load = _device_loader(config, loader)
-        self.runners = [DeviceRunner(self, device, load, InversionCache(folder, config.cache_max_bytes))
-                        for device in resolve_devices(config.device)]
+        self.runners: list[DeviceRunner] = []
+        self.cluster = None  # the Ray cluster that lends devices (--cluster), else None: this process's devices
+        if config.cluster:
+            from .ray_cluster import RayCluster  # needs the optional extra: only for --cluster
+
+            self.cluster = RayCluster(config, self, loader, folder)  # a loader must pickle: it travels to each actor
+        else:
+            load = device_loader(config, loader)
+            self.runners = [DeviceRunner(self, LocalDevice(name, load, InversionCache(folder, config.cache_max_bytes)))
+                            for name in resolve_devices(config.device)]
 
     @classmethod
     def open(cls, config: EngineConfig, root: Path | None = None, cache_root: Path | None = None,
              **kwargs) -> Worker:
         """Lock the data dir (one process at a time), open its store and the inversion cache."""
         root = Path(root) if root else data_dir()
+        if config.cluster:
+            from .ray_cluster import require_ray
+
+            require_ray()  # --cluster without Ray installed: one line, before the data dir is taken
         check_output_dir(config.output_dir or default_output_dir())  # a bad --output-dir fails now, not at export
         lock = DataDirLock(root).acquire()
         try:
@@ -87,6 +103,8 @@ class Worker:
     def state(self) -> DeviceState:
         """running if any device runs a job; else loading, paused, idle; failed when none is usable."""
         states = {r.state for r in self.runners}
+        if self.cluster is not None:
+            states |= self.cluster.states()
         for state in (BUSY, LOADING):
             if state in states:
                 return state
@@ -103,13 +121,16 @@ class Worker:
 
     @property
     def model(self) -> LoadedModel | None:
-        return self.runners[0].model
+        """The first device's model when it runs in this process."""
+        return getattr(self.runners[0].compute, "model", None) if self.runners else None
 
     @property
     def load_error(self) -> BaseException | None:
-        """Set when no device could load the model."""
+        """Set when no device could load the model (or the cluster could not be reached)."""
+        if self.cluster is not None and self.cluster.error is not None:
+            return self.cluster.error
         errors = [r.load_error for r in self.runners]
-        return errors[0] if all(errors) else None
+        return errors[0] if errors and all(errors) else None
 
     # -- control (any thread) ----------------------------------------------------------------------
 
@@ -121,10 +142,26 @@ class Worker:
         self.stopping = False
         for runner in self.runners:
             runner.start()
+        if self.cluster is not None:
+            self.cluster.start()  # connects and adds a runner per device found, in the background
+
+    def add_device(self, compute: Device) -> DeviceRunner:
+        """A device that joined (a node of the cluster): its runner starts taking jobs once loaded."""
+        runner = DeviceRunner(self, compute)
+        self.runners = [*self.runners, runner]  # a new list: readers iterate the old one undisturbed
+        if not self.stopping:
+            runner.start()
+        return runner
+
+    def forget(self, runner: DeviceRunner) -> None:
+        """A device that went away: its runner has put its jobs back in the queue and ends."""
+        self.runners = [r for r in self.runners if r is not runner]
 
     def stop(self, wait: bool = True, timeout: float | None = None) -> None:
         self.stopping = True
         self.notify()
+        if self.cluster is not None:
+            self.cluster.stop()
         if wait:
             for runner in self.runners:
                 if runner.thread is not None:
@@ -136,8 +173,12 @@ class Worker:
         self.stop()
         self.bus.close()
         self.store.close()
+        if self.cluster is not None:
+            self.cluster.stop(wait=True)  # no device joins from here on
         for runner in self.runners:
             runner.release()
+        if self.cluster is not None:
+            self.cluster.close()
         if self._lock is not None:
             self._lock.release()
 
@@ -210,11 +251,18 @@ class Worker:
             if self.fault is not None:
                 return False
             pending = [j for j in job_ids if (r := self.store.get(j)) and r.status in (QUEUED, RUNNING)]
-            if not pending or all(r.state in (STOPPED, FAILED, RETIRED) for r in self.runners):
+            if not pending or self._nothing_can_run():
                 return not pending
             if deadline is not None and time.monotonic() > deadline:
                 return False
             self.wait(0.1)
+
+    def _nothing_can_run(self) -> bool:
+        """Every device has stopped for good (a cluster whose devices all went away may get new ones,
+        unless it could not be reached)."""
+        if self.cluster is not None and (self.cluster.error is not None or not self.runners):
+            return self.cluster.error is not None
+        return all(r.state in (STOPPED, FAILED, RETIRED) for r in self.runners)
 
     # -- used by the device threads (their WorkerLink) ----------------------------------------------
 
@@ -271,7 +319,7 @@ class Worker:
         for folder in (self.output_dir, self.cache_folder):
             remove_abandoned_staging(folder)
 
-def _device_loader(config: EngineConfig, loader: Loader | None) -> Loader:
+def device_loader(config: EngineConfig, loader: Loader | None = None) -> Loader:
     """``loader(device)``: by default the configured model, loaded and sped up on that device."""
     if loader is not None:
         return loader
