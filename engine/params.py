@@ -87,6 +87,10 @@ class EditParams:
                                    group="sampling")
     inversion_guidance: float = _param(1.0, "Classifier-free guidance during inversion (1: none).",
                                        group="sampling", low=1.0, high=30.0)
+    exact_inversion: int = _param(
+        0, "Fixed-point iterations per inversion step, each one more model call: the inverted noise then "
+        "denoises back to the source far more exactly (the round trip; `cogedit-tui eval`). 0: plain DDIM "
+        "inversion, as the reference.", group="sampling", low=0, high=10)
     init: Literal["noise", "inverted"] = _param(
         "inverted", "Start the edit from the inverted latent (keeps the source's layout better: `cogedit-tui "
         "eval`) or from seeded noise (as the reference).",

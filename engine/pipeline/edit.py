@@ -34,7 +34,7 @@ from .frames import file_digest, plan_frames, probe_video, read_frames
 from .inversion_cache import InversionCache, inversion_key
 from .metrics import check_finite, frames_to_uint8, inversion_metrics, psnr
 from .model import LoadedModel
-from .sampling import Guidance, Injection, StepTimer, edit_row_layout, sample, seeded_noise
+from .sampling import ExactInversion, Guidance, Injection, StepTimer, edit_row_layout, sample, seeded_noise
 from .vae import choose_tiling, decode_latents, encode_frames, set_tiling
 
 Emit = Callable[[Event], None]
@@ -145,7 +145,8 @@ class Editor:
         latents = self.encode(source, job_ids)
         condition = self.condition(source, source.frames[0])  # image-to-video: the source's own first frame
         guidance = self.inversion_guidance(params, job_ids)
-        trajectory = self.invert(latents, guidance, params.num_inference_steps, job_ids, condition)
+        trajectory = self.invert(latents, guidance, params.num_inference_steps, job_ids, condition,
+                                 params.exact_inversion)
         inversion = self.round_trip(source, latents, trajectory, guidance, params.num_inference_steps, job_ids,
                                     condition)
         check_finite("inversion", self.model.dtype_name, latents, trajectory, inversion.round_trip_latents)
@@ -161,12 +162,15 @@ class Editor:
             return pad_latents(encode_frames(self.model, source.frames), self.padding(source))
 
     def invert(self, latents: torch.Tensor, guidance: Guidance, steps: int, job_ids: tuple[str, ...],
-               condition: torch.Tensor | None = None) -> torch.Tensor:
-        """Stage ``invert``: DDIM inversion keeping the trajectory [steps, 1, F', C, h, w]."""
+               condition: torch.Tensor | None = None, exact_iterations: int = 0) -> torch.Tensor:
+        """Stage ``invert``: DDIM inversion keeping the trajectory [steps, 1, F', C, h, w];
+        ``exact_iterations`` fixed-point refinements of each step (0: plain DDIM, as the reference)."""
+        exact = (ExactInversion.for_forward(self.model.forward_scheduler(), steps, exact_iterations)
+                 if exact_iterations else None)
         with self.stage("invert", job_ids, steps) as progress:
             _, trajectory = sample(self.model, self.model.inverse_scheduler(), latents, guidance, steps,
                                    keep_trajectory=True, progress=progress, should_stop=self.should_stop,
-                                   image=condition)
+                                   image=condition, exact=exact)
         return trajectory
 
     def round_trip(self, source: Source, latents: torch.Tensor, trajectory: torch.Tensor, guidance: Guidance,

@@ -54,7 +54,8 @@ def inversion_key(source: Source, params: EditParams, model: LoadedModel, tiling
         "negative_prompt": params.negative_prompt if guided else None,
         "literal_guidance": params.literal_guidance if guided else None,
         "use_dynamic_cfg": params.use_dynamic_cfg if guided else None,
-    } | ({"linear_layers": "fp8"} if model.fp8 else {}) | family_key(source, params, model)
+    } | ({"linear_layers": "fp8"} if model.fp8 else {}) | family_key(source, params, model) | (
+        {"exact_inversion": params.exact_inversion} if params.exact_inversion else {})  # absent: plain DDIM
 
 
 def family_key(source: Source, params: EditParams, model: LoadedModel) -> dict[str, Any]:

@@ -68,17 +68,64 @@ class Injection:
         return latent.expand(self.embeds.size(0), *latent.shape[1:])
 
 
+@dataclass(frozen=True)
+class ExactInversion:
+    """Fixed-point refinement of each DDIM inversion step ("exact inversion").
+
+    A plain inverse step evaluates the model at the latent it starts from; the forward step that
+    undoes it evaluates the model at the latent it lands on, so the round trip drifts, most at the
+    top of the schedule where CogVideoX's zero terminal SNR leaves the clip's overall brightness to
+    the model's guess. Each iteration re-evaluates the model at the landed latent ``x_n`` and solves
+    the forward step ``x_p = A x_n + B x0(x_n)`` (the forward scheduler's own DDIM update, A and B
+    from its alphas) for ``x_n``, so that denoising ``x_n`` gives back ``x_p``.
+    """
+
+    alphas: torch.Tensor  # the forward scheduler's alphas_cumprod [num_train_timesteps] (float32, CPU)
+    final_alpha: float  # its alpha below the first timestep
+    step_size: int  # num_train_timesteps // num_steps, as the forward step counts it
+    iterations: int
+
+    @classmethod
+    def for_forward(cls, scheduler, num_steps: int, iterations: int) -> ExactInversion:
+        if scheduler.config.prediction_type != "v_prediction":
+            raise ValueError(f"exact inversion needs a v-prediction model, not {scheduler.config.prediction_type}")
+        return cls(scheduler.alphas_cumprod.float().cpu(), float(scheduler.final_alpha_cumprod),
+                   scheduler.config.num_train_timesteps // num_steps, iterations)
+
+    def refine(self, start: torch.Tensor, landed: torch.Tensor, t: torch.Tensor,
+               predict: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``landed`` [K, F, C, H, W], the plain inverse step from ``start``, moved so that the forward
+        step at ``t`` from it returns to ``start``; ``predict`` is the guided v-prediction at ``t``."""
+        below = int(t) - self.step_size
+        a_n = self.alphas[int(t)].item()
+        a_p = self.alphas[below].item() if below >= 0 else self.final_alpha
+        scale = math.sqrt((1 - a_p) / (1 - a_n))  # A: how much of x_n the forward step keeps
+        clean_weight = math.sqrt(a_p) - math.sqrt(a_n) * scale  # B: its weight on the clean estimate
+        for _ in range(self.iterations):
+            v = predict(landed)
+            clean = math.sqrt(a_n) * landed - math.sqrt(1 - a_n) * v  # x0 estimate at x_n
+            if a_n < 0.5:  # noise dominates x_n: solve x_p = A x_n + B x0 for x_n
+                landed = (start - clean_weight * clean) / scale
+            else:  # the clean estimate dominates (A ~ 0): keep the noise estimate, solve for x0
+                noise = math.sqrt(a_n) * v + math.sqrt(1 - a_n) * landed
+                clean = (start - math.sqrt(1 - a_p) * noise) / math.sqrt(a_p)
+                landed = math.sqrt(a_n) * clean + math.sqrt(1 - a_n) * noise
+        return landed
+
+
 @torch.no_grad()
 def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guidance, num_steps: int, *,
            injection: Injection | None = None, keep_trajectory: bool = False,
            progress: ProgressFn | None = None, should_stop: StopFn | None = None,
-           image: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+           image: torch.Tensor | None = None, exact: ExactInversion | None = None,
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run ``num_steps`` DDIM steps of ``scheduler`` from ``latents`` [K, F, C, H, W]; an image-to-video
     model conditions the K samples on ``image`` [1 or K, F, C, H, W] (engine.pipeline.conditioning).
 
     Returns the final latents [K, F, C, H, W] (float32) and, with ``keep_trajectory``, every step's
     latents [steps, K, F, C, H, W]. ``should_stop`` is checked before each step (cancellation takes
-    effect within one step); ``progress`` is called after each.
+    effect within one step); ``progress`` is called after each. ``exact`` (inversion only) refines
+    each inverse step by fixed-point iterations, one more model call each.
     """
     scheduler.set_timesteps(num_steps, device=model.device)
     timesteps = scheduler.timesteps
@@ -91,10 +138,9 @@ def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guida
         image = image.repeat(repeats, 1, 1, 1, 1)  # [E, F, C, H, W], as the rows
     trajectory = []
 
-    for i, t in enumerate(timesteps):
-        if should_stop is not None and should_stop():
-            raise Cancelled()
-        rows = latents.repeat(repeats, 1, 1, 1, 1)  # [E, F, C, H, W]
+    def guided_prediction(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
+        """The model's guided prediction for latents ``x`` [K, F, C, H, W] at step ``i``."""
+        rows = x.repeat(repeats, 1, 1, 1, 1)  # [E, F, C, H, W]
         embeds, plan, images = edited_embeds, None, image
         if injection is not None and i < injection.num_steps:
             references = injection.reference_at(i)  # [R, F, C, H, W]
@@ -104,11 +150,18 @@ def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guida
             if image is not None:
                 images = torch.cat([image, injection.image.to(image).expand_as(references)])
         rows = scheduler.scale_model_input(rows, t).to(model.dtype)
-
         prediction = model.forward(rows, embeds, t, rotary, plan, images)
         prediction = prediction[: edited_embeds.size(0)].float()  # drop the references' predictions
-        prediction = guidance.combine(prediction, t, num_steps)  # [K, F, C, H, W]
-        latents = scheduler.step(prediction, t, latents, return_dict=False)[0].float()
+        return guidance.combine(prediction, t, num_steps)  # [K, F, C, H, W]
+
+    for i, t in enumerate(timesteps):
+        if should_stop is not None and should_stop():
+            raise Cancelled()
+        prediction = guided_prediction(latents, t, i)
+        stepped = scheduler.step(prediction, t, latents, return_dict=False)[0].float()
+        if exact is not None:
+            stepped = exact.refine(latents, stepped, t, lambda x, t=t, i=i: guided_prediction(x, t, i))
+        latents = stepped
 
         if keep_trajectory:
             trajectory.append(latents)

@@ -54,6 +54,8 @@ ROWS: tuple[Row, ...] = (
     Row("guidance 3", overrides={"guidance_scale": 3.0}),
     Row("25 steps", overrides={"num_inference_steps": 25}),
     Row("shared_reference", overrides={"shared_reference": True}, note="approximate"),
+    Row("exact inversion 1", overrides={"exact_inversion": 1}, note="one fixed-point iteration per inversion step"),
+    Row("exact inversion 3", overrides={"exact_inversion": 3}),
     Row("fp8", fp8=True, note="approximate; a GPU only"),
 )
 ROWS_BY_NAME = {row.name: row for row in ROWS}
