@@ -49,7 +49,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     log_path    TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, position);
+CREATE TABLE IF NOT EXISTS settings (
+    name        TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+);
 """
+PAUSED_SETTING = "queue_paused"  # "1" while the queue is paused: kept across restarts
 
 
 @dataclass(frozen=True)
@@ -341,6 +346,18 @@ class Store:
             if a.position == b.position:  # equal positions: separate them in the requested order
                 db.execute("UPDATE jobs SET position = position + ? WHERE id = ?", (1 if offset > 0 else -1, a.id))
         return True
+
+    @property
+    def paused(self) -> bool:
+        """Whether the queue was left paused (by this process or an earlier one)."""
+        with self._lock, self._guard():
+            row = self._db.execute("SELECT value FROM settings WHERE name = ?", (PAUSED_SETTING,)).fetchone()
+        return row is not None and row["value"] == "1"
+
+    def set_paused(self, paused: bool) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)",
+                       (PAUSED_SETTING, "1" if paused else "0"))
 
     def delete(self, job_id: str) -> JobRecord | None:
         record = self.get(job_id)

@@ -185,6 +185,9 @@ class CogeditApp(App):
             self.main_screen.note(f"{plural(len(interrupted), 'job')} {'was' if len(interrupted) == 1 else 'were'} "
                                   "interrupted when the app last stopped: select one and press r to re-queue it.",
                                   "yellow")
+        self.queue_paused = worker.paused  # a pause outlives a restart
+        if worker.paused:
+            self.main_screen.note("The queue is paused (since the last session): press p to resume.", "yellow")
         if not self.start_engine:
             self.main_screen.note("The engine is not started: jobs stay queued.")
         self.sync_engine_state()

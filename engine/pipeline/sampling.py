@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -23,6 +23,7 @@ from .model import LoadedModel
 
 ProgressFn = Callable[[int, int], None]  # (steps done, total)
 StopFn = Callable[[], bool]
+DropFn = Callable[[], list[int]]  # samples (of the current K) to leave out from the next step on
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,12 @@ class Guidance:
         uncond, cond = prediction.chunk(2)
         return uncond + scale * (cond - uncond)
 
+    def select(self, keep: list[int]) -> Guidance:
+        """The conditioning of the samples ``keep`` only (K -> len(keep))."""
+        index = torch.tensor(keep, device=self.positive.device)
+        negative = None if self.negative is None else self.negative.index_select(0, index)
+        return replace(self, positive=self.positive.index_select(0, index), negative=negative)
+
 
 @dataclass(frozen=True)
 class Injection:
@@ -66,17 +73,30 @@ class Injection:
         latent = self.trajectory[self.trajectory.size(0) - 1 - step]  # [1, F, C, H, W]
         return latent.expand(self.embeds.size(0), *latent.shape[1:])
 
+    def select(self, keep: list[int], num_samples: int) -> Injection:
+        """The plan for the samples ``keep`` of ``num_samples`` only: their edited rows (each sample has
+        one per guidance half, [uncond_1..K, cond_1..K]) and the references they still read."""
+        per_sample = self.plan.num_edited // num_samples
+        rows = [half * num_samples + i for half in range(per_sample) for i in keep]
+        read = [self.plan.reference_of[r] for r in rows]
+        used = sorted(set(read))  # references no kept row reads are dropped too
+        reference_of = tuple(used.index(r) for r in read)
+        embeds = self.embeds.index_select(0, torch.tensor(used, device=self.embeds.device))  # [R', T, D]
+        return replace(self, embeds=embeds, plan=InjectionPlan(len(rows), reference_of))
+
 
 @torch.no_grad()
 def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guidance, num_steps: int, *,
            injection: Injection | None = None, keep_trajectory: bool = False,
            progress: ProgressFn | None = None, should_stop: StopFn | None = None,
-           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+           drop_rows: DropFn | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run ``num_steps`` DDIM steps of ``scheduler`` from ``latents`` [K, F, C, H, W].
 
     Returns the final latents [K, F, C, H, W] (float32) and, with ``keep_trajectory``, every step's
     latents [steps, K, F, C, H, W]. ``should_stop`` is checked before each step (cancellation takes
-    effect within one step); ``progress`` is called after each.
+    effect within one step); ``progress`` is called after each. ``drop_rows``, asked after
+    ``should_stop``, names samples to leave out from then on (a cancelled variant): the returned latents
+    are those of the samples kept, in order (not with ``keep_trajectory``).
     """
     scheduler.set_timesteps(num_steps, device=model.device)
     timesteps = scheduler.timesteps
@@ -89,6 +109,14 @@ def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guida
     for i, t in enumerate(timesteps):
         if should_stop is not None and should_stop():
             raise Cancelled()
+        gone = drop_rows() if drop_rows is not None else []
+        if gone:
+            keep = [k for k in range(latents.size(0)) if k not in gone]
+            if injection is not None:
+                injection = injection.select(keep, latents.size(0))
+            guidance = guidance.select(keep)
+            latents = latents[keep]  # [K', F, C, H, W]
+            edited_embeds = guidance.rows
         rows = latents.repeat(repeats, 1, 1, 1, 1)  # [E, F, C, H, W]
         embeds, plan = edited_embeds, None
         if injection is not None and i < injection.num_steps:
