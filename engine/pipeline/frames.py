@@ -36,6 +36,10 @@ RECOPY_FIX = "copy or download the video again (it is incomplete or damaged), or
 STILL_FIX = f"give a video clip of at least {MIN_FRAMES} frames (mp4, mov, mkv, webm)"
 CONVERT_FIX = "convert it to MP4 first: ffmpeg -i IN -pix_fmt yuv420p OUT.mp4"
 REENCODE_FIX = "ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4"
+TRUNCATED = "the file is truncated or corrupt"
+# What ffmpeg's probe says of a file cut short or damaged (its index or first packets).
+_DAMAGE_MARKS = ("partial file", "Packet corrupt", "moov atom not found", "Invalid NAL unit",
+                 "Could not find codec parameters", "Invalid data found")
 
 # Log lines decord's C++ code and its ffmpeg write straight to file descriptor 2.
 _NATIVE_LOG = re.compile(r"^\[(\d\d:\d\d:\d\d|[\w,-]+ @ 0x[0-9a-f]+)\] ")
@@ -183,13 +187,21 @@ def _reason(exc: BaseException, log: list[str], path: Path) -> tuple[str, str]:
     unopened = "Invalid data found" in text or "Error reading" in text
     broken = ("av_read_frame failed", "Error sending packet", "avcodec_send_packet")
     if any(b in text for b in broken) or (unopened and _sniff_path(path) == "MP4"):  # an MP4 with no
-        return "the file is truncated or corrupt", RECOPY_FIX  # index (moov), cut or damaged packets
-    if "cannot find video stream" in text and (codec := _video_codec(path)):
-        return (f"its video is {codec.upper()}, a codec the video reader (decord) cannot decode",
-                f"re-encode it to H.264: {REENCODE_FIX}")
-    if "cannot find video stream" in text:
-        return ("it holds no readable video stream: audio only, or cut short?",
-                "give a file with a video track (mp4, mov, mkv, webm), or copy it again if it was cut short")
+        return TRUNCATED, RECOPY_FIX  # index (moov), cut or damaged packets
+    # No stream decord can read, or one it cannot set up (decord's filter graph needs the pixel format
+    # that a cut-short file does not give): ffmpeg's own probe tells damage from a codec or no video.
+    if "cannot find video stream" in text or "avfilter_graph_create_filter" in text:
+        probe = _ffmpeg_probe(path)
+        codec = _video_codec(probe)
+        if any(mark in probe for mark in _DAMAGE_MARKS) or codec == "none" or (
+                codec is None and _sniff_path(path) == "MP4" and " Audio: " not in probe):
+            return TRUNCATED, RECOPY_FIX
+        if codec is not None and "cannot find video stream" in text:
+            return (f"its video is {codec.upper()}, a codec the video reader (decord) cannot decode",
+                    f"re-encode it to H.264: {REENCODE_FIX}")
+        if codec is None:
+            return ("it holds no readable video stream: audio only, or cut short?",
+                    "give a file with a video track (mp4, mov, mkv, webm), or copy it again if it was cut short")
     if unopened:
         return "ffmpeg does not recognise its format", VIDEO_FIX
     if "broken metadata" in text:
@@ -199,17 +211,23 @@ def _reason(exc: BaseException, log: list[str], path: Path) -> tuple[str, str]:
     return first[:100], VIDEO_FIX
 
 
-def _video_codec(path: Path) -> str | None:
-    """The codec of the first video stream, as ffmpeg names it (None when it finds none): why decord,
-    built with fewer decoders than ffmpeg, found no stream it could read."""
+def _ffmpeg_probe(path: Path) -> str:
+    """What the bundled ffmpeg says of ``path`` (``ffmpeg -i``'s log: its streams and any damage)."""
     import imageio_ffmpeg
 
     try:
         probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
                                capture_output=True, text=True, errors="replace", timeout=30)
     except (OSError, subprocess.SubprocessError):
-        return None
-    for line in probe.stderr.splitlines():  # cover art in an audio file is no video
+        return ""
+    return probe.stderr
+
+
+def _video_codec(probe: str) -> str | None:
+    """The codec of the first video stream in ffmpeg's ``probe`` log, as ffmpeg names it ("none" when
+    it cannot tell; None when there is no video stream): why decord, built with fewer decoders than
+    ffmpeg, found no stream it could read."""
+    for line in probe.splitlines():  # cover art in an audio file is no video
         found = re.search(r"Stream #\S+.*?: Video: (\w+)", line)
         if found and "attached pic" not in line:
             return found.group(1)
