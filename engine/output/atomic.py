@@ -2,6 +2,8 @@
 
 Every file lands under its final name only once it is complete (written to a temporary name in the
 same folder, flushed, then renamed), so a crash never leaves half a video where a result belongs.
+Files get the mode the user's umask gives a new file (0644 under the usual 022: readable by the other
+users of a shared GPU box), not the 0600 of a private temporary file.
 """
 
 from __future__ import annotations
@@ -197,6 +199,7 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
             hold_owner_lock(path.parent)
             locked = True
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial-{OWNER}{suffix}", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~current_umask())  # a new file's mode, not mkstemp's private 0600
         os.close(fd)
         tmp = Path(tmp_name)
         yield tmp
@@ -218,6 +221,21 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     finally:
         if locked:
             release_owner_lock(path.parent)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status); elsewhere it is set
+    and put back at once."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _remove(tmp: Path | None) -> None:

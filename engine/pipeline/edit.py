@@ -41,7 +41,7 @@ from .artifacts import EditResult, Inversion, Source, Variant
 from .attention import InjectionPlan
 from .compile_gate import MODEL_GATE
 from .export import SharedVideos, export_variant, job_record, write_latents
-from .frames import file_digest, plan_frames, probe_video, read_frames
+from .frames import audio_cut, file_digest, plan_frames, probe_video, read_frames
 from .inversion_cache import InversionCache, inversion_key
 from .metrics import check_finite, frames_to_uint8, inversion_metrics, psnr
 from .model import LoadedModel
@@ -68,7 +68,8 @@ def run_edit(model: LoadedModel, source_path: str | os.PathLike, variants: list[
     inversion = editor.inversion(source, params, job_ids, tiling)  # 2-4: encode, invert, round trip
     original, round_trip = frames_to_uint8(source.frames), inversion.round_trip_video.numpy()
     shared = {OUTPUT_FILES["original"]: original, OUTPUT_FILES["reconstruction"]: round_trip}
-    with SharedVideos(Path(output_dir), shared, source.plan.fps) as shared_videos:  # encoded while the GPU edits
+    audio = audio_cut(source.info, source.plan) if params.audio else None  # None: a silent source, or --no-audio
+    with SharedVideos(Path(output_dir), shared, source.plan.fps, audio) as shared_videos:  # encoded while the GPU edits
         edited_latents = editor.edit(inversion, variants, params)  # 5
         variants = editor.live(variants)  # those cancelled so far are gone, with their latents
         edited_frames = editor.decode(edited_latents, variants)  # 6
@@ -291,6 +292,8 @@ class Editor:
         results = []
         with self.stage("export", job_ids, len(variants)) as progress:
             shared_files = shared_videos.files()
+            if shared_videos.audio_problem:
+                self.emit(EditWarning(job_ids, shared_videos.audio_problem))
             for i, (variant, variant_latents, variant_frames) in enumerate(kept):
                 if self.stop_now(job_ids):
                     raise Cancelled()
@@ -301,7 +304,7 @@ class Editor:
                                     variants, started)
                 export_start = time.perf_counter()
                 folder = export_variant(output_dir, variant, record, shared_files, original, round_trip,
-                                        frames_to_uint8(variant_frames))
+                                        frames_to_uint8(variant_frames), shared_videos.audio)
                 timings = self.timings | {"export": time.perf_counter() - export_start}
                 results.append(EditResult(variant, folder, metrics, variant_latents))
                 self.emit(JobFinished(variant.job_id, str(folder),

@@ -26,6 +26,7 @@ import torch
 import decord  # isort: skip  (after torch, see the module docstring)
 
 from ..errors import VideoError
+from ..output.audio import AudioCut
 from ..params import FRAME_MULTIPLE, MIN_FRAMES, SPECS_BY_NAME, EditParams
 from ..paths import not_a_regular_file
 
@@ -339,6 +340,22 @@ def auto_fps(source_fps: float, stride: int) -> float:
     extreme source rate would otherwise give a 9-frame video lasting minutes, or a 200 fps one)."""
     spec = SPECS_BY_NAME["fps"]
     return min(max(source_fps / stride, spec.low), spec.high)
+
+
+def audio_cut(info: VideoInfo, plan: FramePlan) -> AudioCut | None:
+    """The stretch of ``info``'s audio that the planned frames cover (None: the clip has no sound).
+
+    Frame ``i`` of the source starts at ``i / fps``; the kept frames span ``count * stride`` source
+    frames from the first kept one, and the result videos play ``count`` frames at ``plan.fps``.
+    """
+    if not _has_audio(Path(info.path)):
+        return None
+    return AudioCut(Path(info.path), start=plan.indices[0] / info.fps,
+                    span=plan.num_frames * plan.stride / info.fps, duration=plan.num_frames / plan.fps)
+
+
+def _has_audio(path: Path) -> bool:
+    return any(re.search(r"Stream #\S+.*?: Audio: ", line) for line in _ffmpeg_probe(path).splitlines())
 
 
 def read_frames(info: VideoInfo, plan: FramePlan) -> torch.Tensor:
