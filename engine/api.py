@@ -10,6 +10,10 @@ off their UI thread.
 - :func:`describe_source` says what a clip is and how many frames the parameters keep.
 - :func:`result_frame_count` and :func:`result_frames` read frames of a finished result's videos.
 - :func:`delete_result` removes a finished job from history and its folder from disk.
+- :func:`read_store_snapshot` reads the queue (and whether it was left paused) before the worker
+  opens: read-only, no lock, no torch; the app shows it during the engine's first seconds.
+- :func:`count_prompt_tokens` and :func:`prompt_token_limit`: a prompt's tokens as the model's T5
+  encoder counts them, and how many it keeps (the tokenizer is loaded on first use: off the UI thread).
 - :func:`check_data_dir_free` refuses a data dir another process holds, without loading torch;
   :func:`check_latents_path` refuses a ``--save-latents`` path that cannot take a file.
 - :func:`read_job_file` reads a finished result's job.json; :func:`config_flags` and
@@ -71,7 +75,9 @@ from .params import (
     parse_value,
 )
 from .paths import OUTPUT_FILES, RESULT_VIDEOS, data_dir
+from .prompt_tokens import count_prompt_tokens, prompt_token_limit
 from .store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, REQUEUEABLE, RUNNING, DataDirLock, JobRecord, Store
+from .store_snapshot import StoreSnapshot, read_store_snapshot
 
 if TYPE_CHECKING:
     import numpy as np
@@ -155,6 +161,7 @@ __all__ = [
     "JobDeleted", "JobMoved",
     "METRIC_LABELS", "PSNR_ROUND_TRIP", "one_line", "OUTPUT_FILES", "read_job_file", "Worker", "WorkerStatus",
     "build_params", "CANCELLED", "check_data_dir_free", "check_latents_path", "check_prompts", "DEFAULT_MODEL",
+    "count_prompt_tokens", "data_dir", "prompt_token_limit", "read_store_snapshot", "StoreSnapshot",
     "delete_result",
     "describe_source", "DONE", "EditError", "EditParams", "EditWarning", "EngineConfig", "EngineReady",
     "EngineStopped", "Event", "event_to_dict", "FAILED", "field_problem", "GpuMemory", "INTERRUPTED",

@@ -39,7 +39,7 @@ from ..paths import OUTPUT_FILES, cache_dir, data_dir, default_output_dir
 from ..pipeline.frames import check_video_path, file_digest
 from ..pipeline.inversion_cache import InversionCache
 from ..pipeline.model import LoadedModel, load_model, resolve_devices
-from ..store import QUEUED, RUNNING, DataDirLock, JobRecord, Store
+from ..store import QUEUED, RUNNING, STORE_FILE, DataDirLock, JobRecord, Store
 from .device_runner import BUSY, FAILED, IDLE, LOADING, PAUSED, RETIRED, STOPPED, DeviceRunner, log_exception
 from .events_bus import EventBus
 
@@ -77,7 +77,7 @@ class Worker:
         check_output_dir(config.output_dir or default_output_dir())  # a bad --output-dir fails now, not at export
         lock = DataDirLock(root).acquire()
         try:
-            store = Store(root / "cogedit.db")
+            store = Store(root / STORE_FILE)
         except Exception:
             lock.release()
             raise
