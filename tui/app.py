@@ -299,8 +299,8 @@ class CogeditApp(App):
 
         names = ", ".join(f"“{shorten(r.prompt, 40)}”" for r in running[:3])
         message = (f"{names} {'is' if len(running) == 1 else 'are'} running. Quitting stops "
-                   f"{'it' if len(running) == 1 else 'them'} after the current step (an encode or decode "
-                   "finishes first); r re-queues an interrupted job next time.")
+                   f"{'it' if len(running) == 1 else 'them'} within a step (an encode or decode stops "
+                   "between its blocks); r re-queues an interrupted job next time.")
         if not isinstance(self.screen, ConfirmScreen):
             self.push_screen(ConfirmScreen("Quit while a job runs?", message, confirm_label="Quit",
                                            keep_label="Stay"),
@@ -314,7 +314,7 @@ class CogeditApp(App):
             self.exit()
             return
         if self.running_jobs():
-            self.notify("Stopping after the current step (an encode or decode finishes first); the job can be "
+            self.notify("Stopping within a step (an encode or decode stops between its blocks); the job can be "
                         "re-queued next time.", title="Quitting", timeout=60)
         self.sync_engine_state()
         self._close_engine_in_thread()
