@@ -138,7 +138,7 @@ class Editor:
         with self.stage("frames", job_ids):
             info = probe_video(path)
             plan = plan_frames(info, params)
-            frames = read_frames(info, plan)  # [F, C, H, W]
+            frames = read_frames(info, plan, lambda message: self.emit(EditWarning(job_ids, message)))  # [F, C, H, W]
             digest = file_digest(info.path)
         return Source(info, plan, digest, frames)
 

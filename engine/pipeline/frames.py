@@ -1,7 +1,9 @@
 """Reading a source clip: probing it, choosing frames, and shaping them for the model.
 
 This is the only module that imports decord, and it does so after torch (decord has crashed when
-imported first on some systems: dmlc/decord issues #293 and #324).
+imported first on some systems: dmlc/decord issues #293 and #324). What decord's C++ code prints
+while it opens or decodes a clip is caught (engine.pipeline.native_log): it explains a failure, and
+its "frames corrupted and recovered" becomes a warning of the edit, not a line over the TUI.
 """
 
 from __future__ import annotations
@@ -13,22 +15,21 @@ import math
 import os
 import re
 import subprocess
-import sys
-import tempfile
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import decord  # isort: skip  (after torch, see the module docstring)
-
 from ..errors import VideoError
 from ..output.audio import AudioCut
 from ..params import FRAME_MULTIPLE, MIN_FRAMES, SPECS_BY_NAME, EditParams
 from ..paths import not_a_regular_file
+from .native_log import native_stderr, sane_decord_environment
+
+sane_decord_environment()  # before decord loads: it reads its settings once, and a bad one aborts
+import decord  # noqa: E402  (after torch and the environment check: see the module docstring)
 
 decord.logging.set_level(decord.logging.QUIET)  # ffmpeg's own log: the engine reports unreadable clips itself
 
@@ -42,9 +43,7 @@ TRUNCATED = "the file is truncated or corrupt"
 _DAMAGE_MARKS = ("partial file", "Packet corrupt", "moov atom not found", "Invalid NAL unit",
                  "Could not find codec parameters", "Invalid data found")
 
-# Log lines decord's C++ code and its ffmpeg write straight to file descriptor 2.
-_NATIVE_LOG = re.compile(r"^\[(\d\d:\d\d:\d\d|[\w,-]+ @ 0x[0-9a-f]+)\] ")
-_NATIVE_LOCK = threading.RLock()
+RECOVERED = "frames corrupted and recovered"  # decord's words for frames it repeated from a neighbour
 
 
 @dataclass(frozen=True)
@@ -146,42 +145,6 @@ def _special_kind(path: Path) -> str | None:
     return not_a_regular_file(path)
 
 
-@contextlib.contextmanager
-def _native_stderr() -> Iterator[list[str]]:
-    """Catch what decord's C++ code prints straight to file descriptor 2 while a clip is opened.
-
-    Its log lines (``[12:00:00] .../video_reader.cc:83: ERROR opening ...``) would add noise to the
-    engine's own one-line error, or scribble over the TUI (which draws on stderr); they are collected
-    into the yielded list (filled on exit) to explain a failure. Anything else written to fd 2 in the
-    meantime (the TUI's own drawing) is replayed there unchanged. Only opening is wrapped, which is
-    brief; ffmpeg's logs are silenced for good at import.
-    """
-    lines: list[str] = []
-    with _NATIVE_LOCK, tempfile.TemporaryFile() as sink:
-        try:
-            if sys.stderr:
-                sys.stderr.flush()
-            saved = os.dup(2)
-            os.dup2(sink.fileno(), 2)
-        except (OSError, ValueError):  # no usable fd 2 (a daemon, a closed stream): nothing to catch
-            saved = None
-        try:
-            yield lines
-        finally:
-            if saved is not None:
-                os.dup2(saved, 2)
-                os.close(saved)
-            sink.seek(0)
-            others = b""
-            for line in sink.read().splitlines(keepends=True):
-                if _NATIVE_LOG.match(line.decode("utf-8", "replace")):
-                    lines.append(line.decode("utf-8", "replace").rstrip())
-                else:
-                    others += line
-            while others and saved is not None:
-                others = others[os.write(2, others):]
-
-
 def _reason(exc: BaseException, log: list[str], path: Path) -> tuple[str, str]:
     """Why decord could not open ``path``, in words, and the fix."""
     text = " ".join([str(exc), *log])
@@ -260,7 +223,7 @@ def _decord_errors(path: Path, problem: str) -> Iterator[None]:
 def _open(path: Path, **size: int) -> decord.VideoReader:
     """A decord reader for ``path``; its C++ error log explains a failure instead of reaching stderr."""
     failure: BaseException
-    with _native_stderr() as log:
+    with native_stderr() as log:
         try:
             return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **size)
         except (decord.DECORDError, RuntimeError, AssertionError) as exc:  # it asserts frames > 0
@@ -358,16 +321,20 @@ def _has_audio(path: Path) -> bool:
     return any(re.search(r"Stream #\S+.*?: Audio: ", line) for line in _ffmpeg_probe(path).splitlines())
 
 
-def read_frames(info: VideoInfo, plan: FramePlan) -> torch.Tensor:
+def read_frames(info: VideoInfo, plan: FramePlan, warn: Callable[[str], None] | None = None) -> torch.Tensor:
     """Decode only the planned frames, resized while decoding (memory stays bounded for 4K clips).
 
-    Returns float32 frames scaled to [-1, 1], shaped [F, C, H, W].
+    Returns float32 frames scaled to [-1, 1], shaped [F, C, H, W]. ``warn`` hears of frames decord
+    could not decode and repeated from a neighbour (a damaged clip that still plays).
     """
     dec_h, dec_w = plan.decode_size
     path = Path(info.path)
     reader = _open(path, height=dec_h, width=dec_w)
-    with _decord_errors(path, f"cannot decode the frames of {path.name}"):
+    with native_stderr() as log, _decord_errors(path, f"cannot decode the frames of {path.name}"):
         batch = reader.get_batch(list(plan.indices)).asnumpy()  # [F, H, W, C] uint8
+    if warn is not None and any(RECOVERED in line for line in log):
+        warn(f"some frames of {path.name} could not be decoded and repeat a neighbouring frame (a damaged "
+             f"clip?) — the edit goes on; for a clean result re-encode it: {REENCODE_FIX}")
     if batch.shape[0] != plan.num_frames:
         raise VideoError(f"{Path(info.path).name} returned {batch.shape[0]} of {plan.num_frames} frames "
                          "(truncated?)", "re-encode or re-copy the video")
@@ -389,4 +356,5 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def read_single_frame(path: str | os.PathLike, index: int) -> np.ndarray:
     """Frame ``index`` (clamped to the clip) of a video as [H, W, 3] uint8: for previews."""
     reader = _open(check_video_path(path))
-    return reader[max(0, min(index, len(reader) - 1))].asnumpy()
+    with native_stderr():
+        return reader[max(0, min(index, len(reader) - 1))].asnumpy()
