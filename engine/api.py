@@ -15,7 +15,8 @@ off their UI thread.
 - :func:`count_prompt_tokens` and :func:`prompt_token_limit`: a prompt's tokens as the model's T5
   encoder counts them, and how many it keeps (the tokenizer is loaded on first use: off the UI thread).
 - :func:`check_data_dir_free` refuses a data dir another process holds, without loading torch;
-  :func:`check_latents_path` refuses a ``--save-latents`` path that cannot take a file.
+  :func:`check_latents_path` refuses a ``--save-latents`` path that cannot take a file;
+  :func:`check_output_ready` an output folder that cannot be written or whose disk is full.
 - :func:`read_job_file` reads a finished result's job.json; :func:`config_flags` and
   :func:`config_from_flags` are EngineConfig's command-line flags, generated from its fields.
 - The contract, re-exported: parameters, events, errors, DeviceState, result file names, metric keys.
@@ -107,6 +108,17 @@ def check_latents_path(path: str | Path) -> Path:
     return check_file_target(path)
 
 
+def check_output_ready(output_dir: str | Path | None) -> Path:
+    """Refuse, before any model work, an output folder (None: the default one) that cannot be created
+    or written, or whose disk is full; no torch needed."""
+    from .output.atomic import check_output_dir, check_output_space
+    from .paths import default_output_dir
+
+    folder = check_output_dir(output_dir or default_output_dir())
+    check_output_space(folder)
+    return folder
+
+
 @dataclass(frozen=True)
 class SourceSummary:
     """What a clip is and what an edit with given parameters would take of it."""
@@ -160,7 +172,8 @@ __all__ = [
     "ATTENTION_CHOICES", "config_flags", "config_from_flags", "DeviceState", "DeviceStatus", "DOWN_STATES", "GIB",
     "JobDeleted", "JobMoved",
     "METRIC_LABELS", "PSNR_ROUND_TRIP", "one_line", "OUTPUT_FILES", "read_job_file", "Worker", "WorkerStatus",
-    "build_params", "CANCELLED", "check_data_dir_free", "check_latents_path", "check_prompts", "DEFAULT_MODEL",
+    "build_params", "CANCELLED", "check_data_dir_free", "check_latents_path", "check_output_ready", "check_prompts",
+    "DEFAULT_MODEL",
     "count_prompt_tokens", "data_dir", "prompt_token_limit", "read_store_snapshot", "StoreSnapshot",
     "delete_result",
     "describe_source", "DONE", "EditError", "EditParams", "EditWarning", "EngineConfig", "EngineReady",

@@ -166,6 +166,24 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
     return folder
 
 
+MIN_FREE_BYTES = 1 << 20  # less than this free, and not even one small result fits
+SPACE_FIX = "free disk space there, or choose another --output-dir"
+
+
+def check_output_space(output_dir: str | os.PathLike, need: int = MIN_FREE_BYTES) -> None:
+    """Refuse a folder whose disk is (all but) full before minutes of model work are spent on a result
+    that cannot be written (the disk may still fill up later: the export says so then)."""
+    folder = Path(output_dir).expanduser()
+    try:
+        info = os.statvfs(folder)
+    except OSError:
+        return
+    free = info.f_bavail * info.f_frsize
+    if free < need or (info.f_files and info.f_favail < 8):
+        what = f"{free // 1024} KiB free" if free < need else "no free inodes"
+        raise OutputError(f"disk full under {folder} ({what})", SPACE_FIX)
+
+
 LATENTS_FIX = "give --save-latents a file path in a writable folder"
 
 
