@@ -48,8 +48,11 @@ def test_a_read_only_output_folder_is_refused_before_the_edit(capfd, tmpfs, tiny
     assert line == f"error: cannot write to {folder} (permission denied) — choose a writable --output-dir"
 
 
-@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
-def test_sigterm_and_sighup_stop_an_edit_cleanly(tmp_path, tiny_model_path, clip_path, name):
+@pytest.mark.parametrize("name,times", [("SIGTERM", 1), ("SIGHUP", 1), ("SIGINT", 3)],
+                         ids=["SIGTERM", "SIGHUP", "impatient-ctrl-c"])
+def test_signals_stop_an_edit_cleanly(tmp_path, tiny_model_path, clip_path, name, times):
+    """SIGTERM and SIGHUP killed the process with its job left running; Ctrl-C three times printed
+    tracebacks from the interpreter's exit."""
     env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     out = tmp_path / "out"
     command = [sys.executable, "-m", "tui.cli", "edit", str(clip_path), "--prompt", "a cat", "--model",
@@ -60,15 +63,18 @@ def test_sigterm_and_sighup_stop_an_edit_cleanly(tmp_path, tiny_model_path, clip
         for line in process.stdout:  # the edit's events, as they happen
             if json.loads(line).get("stage") == "invert":
                 break
-        process.send_signal(getattr(signal, name))
+        for _ in range(times):
+            process.send_signal(getattr(signal, name))
+            time.sleep(0.05)
         stopped = time.monotonic()
         _, err = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 128 + getattr(signal, name), err
+    assert process.returncode == 128 + getattr(signal, name), err  # 130 for Ctrl-C
     assert time.monotonic() - stopped < 30  # within a step (400 steps would take minutes)
-    assert err.strip().splitlines()[-1] == f"terminated ({name})"
+    assert err.strip().splitlines()[-1] == ("interrupted" if name == "SIGINT" else f"terminated ({name})")
+    assert "Traceback" not in err
     db = sqlite3.connect(tmp_path / "data" / "cogedit-tui" / "cogedit.db")
     assert db.execute("SELECT status FROM jobs").fetchall() == [("interrupted",)]  # not left "running"
     assert not out.exists() or list(out.iterdir()) == []  # no staging, no lock file left behind

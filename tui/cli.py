@@ -270,20 +270,26 @@ class Terminated(KeyboardInterrupt):
 
 
 def _stop_on_termination():
-    """SIGTERM (``timeout``, a scheduler) and SIGHUP (a closed terminal) would kill the process with its
-    jobs left running in the history and staging on disk; raised as Terminated they end it cleanly.
-    Returns the function that puts the previous handlers back."""
+    """Ctrl-C, SIGTERM (``timeout``, a scheduler) and SIGHUP (a closed terminal) stop the edit cleanly
+    (KeyboardInterrupt, or Terminated): its jobs are left interrupted, nothing half-written stays.
+    Only the first counts: more of them while it cleans up (an impatient Ctrl-C Ctrl-C) are ignored,
+    so they cannot cut the clean-up short or print tracebacks at exit. Returns the function that puts
+    the previous handlers back once the edit ended without one."""
+    received: list[int] = []
 
-    def terminate(signum: int, _frame) -> None:
-        raise Terminated(signum)
+    def stop(signum: int, _frame) -> None:
+        if received:
+            return
+        received.append(signum)
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
     previous = {}
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
-            previous[signum] = signal.signal(signum, terminate)
+            previous[signum] = signal.signal(signum, stop)
         except ValueError:  # not the main thread (a test driving main() from a thread): left as it is
             break
-    return lambda: [signal.signal(signum, handler) for signum, handler in previous.items()]
+    return lambda: None if received else [signal.signal(signum, handler) for signum, handler in previous.items()]
 
 
 def _written_since(path: Path, started: float) -> bool:
