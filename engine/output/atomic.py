@@ -166,7 +166,7 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
     return folder
 
 
-MIN_FREE_BYTES = 1 << 20  # less than this free, and not even one small result fits
+MIN_FREE_BYTES = 128 << 10  # less than this free, and not even the smallest result (a 9-frame clip) fits
 SPACE_FIX = "free disk space there, or choose another --output-dir"
 
 
