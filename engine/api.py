@@ -12,8 +12,13 @@ off their UI thread.
   refuses an edited first frame that is no readable image.
 - :func:`result_frame_count` and :func:`result_frames` read frames of a finished result's videos.
 - :func:`delete_result` removes a finished job from history and its folder from disk.
+- :func:`read_store_snapshot` reads the queue (and whether it was left paused) before the worker
+  opens: read-only, no lock, no torch; the app shows it during the engine's first seconds.
+- :func:`count_prompt_tokens` and :func:`prompt_token_limit`: a prompt's tokens as the model's T5
+  encoder counts them, and how many it keeps (the tokenizer is loaded on first use: off the UI thread).
 - :func:`check_data_dir_free` refuses a data dir another process holds, without loading torch;
-  :func:`check_latents_path` refuses a ``--save-latents`` path that cannot take a file.
+  :func:`check_latents_path` refuses a ``--save-latents`` path that cannot take a file;
+  :func:`check_output_ready` an output folder that cannot be written or whose disk is full.
 - :func:`read_job_file` reads a finished result's job.json; :func:`config_flags` and
   :func:`config_from_flags` are EngineConfig's command-line flags, generated from its fields.
 - The contract, re-exported: parameters, events, errors, DeviceState, result file names, metric keys.
@@ -73,7 +78,9 @@ from .params import (
     parse_value,
 )
 from .paths import OUTPUT_FILES, RESULT_VIDEOS, data_dir
+from .prompt_tokens import count_prompt_tokens, prompt_token_limit
 from .store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, REQUEUEABLE, RUNNING, DataDirLock, JobRecord, Store
+from .store_snapshot import StoreSnapshot, read_store_snapshot
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,6 +108,17 @@ def check_latents_path(path: str | Path) -> Path:
     from .output.atomic import check_file_target
 
     return check_file_target(path)
+
+
+def check_output_ready(output_dir: str | Path | None) -> Path:
+    """Refuse, before any model work, an output folder (None: the default one) that cannot be created
+    or written, or whose disk is full; no torch needed."""
+    from .output.atomic import check_output_dir, check_output_space
+    from .paths import default_output_dir
+
+    folder = check_output_dir(output_dir or default_output_dir())
+    check_output_space(folder)
+    return folder
 
 
 @dataclass(frozen=True)
@@ -206,7 +224,9 @@ __all__ = [
     "ATTENTION_CHOICES", "config_flags", "config_from_flags", "DeviceState", "DeviceStatus", "DOWN_STATES", "GIB",
     "JobDeleted", "JobMoved",
     "METRIC_LABELS", "PSNR_ROUND_TRIP", "one_line", "OUTPUT_FILES", "read_job_file", "Worker", "WorkerStatus",
-    "build_params", "CANCELLED", "check_data_dir_free", "check_latents_path", "check_prompts", "DEFAULT_MODEL",
+    "build_params", "CANCELLED", "check_data_dir_free", "check_latents_path", "check_output_ready", "check_prompts",
+    "DEFAULT_MODEL",
+    "count_prompt_tokens", "data_dir", "prompt_token_limit", "read_store_snapshot", "StoreSnapshot",
     "delete_result",
     "describe_source", "DONE", "EditError", "EditParams", "EditWarning", "EngineConfig", "EngineReady",
     "EngineStopped", "Event", "event_to_dict", "FAILED", "field_problem", "GpuMemory", "INTERRUPTED",

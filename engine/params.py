@@ -112,6 +112,11 @@ class EditParams:
         False, "Approximate: one reference branch shared by both guidance halves and all variants "
         "(fewer rows per step).", group="performance", approximate=True)
 
+    # Output: what the result videos carry besides the frames.
+    audio: bool = _param(
+        True, "Mux the source's audio, cut to the frames kept, into the videos (a silent clip stays silent).",
+        group="output")
+
     @property
     def inversion_guided(self) -> bool:
         """Whether the inversion runs under classifier-free guidance: guidance between two equal prompts

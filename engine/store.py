@@ -49,7 +49,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     log_path    TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, position);
+CREATE TABLE IF NOT EXISTS settings (
+    name        TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+);
 """
+PAUSED_SETTING = "queue_paused"  # "1" while the queue is paused: kept across restarts
+STORE_FILE = "cogedit.db"  # the store's file in the data dir
 
 
 @dataclass(frozen=True)
@@ -250,7 +256,7 @@ class Store:
     def get(self, job_id: str) -> JobRecord | None:
         with self._lock, self._guard():
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _record(row) if row else None
+        return job_from_row(row) if row else None
 
     def jobs(self, statuses: tuple[str, ...] | None = None) -> list[JobRecord]:
         """Jobs in queue order (position, then creation)."""
@@ -260,7 +266,7 @@ class Store:
             args = statuses
         with self._lock, self._guard():
             rows = self._db.execute(query + " ORDER BY position, created", args).fetchall()
-        return [_record(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def queued(self) -> list[JobRecord]:
         return self.jobs((QUEUED,))
@@ -272,7 +278,7 @@ class Store:
             rows = self._db.execute(
                 "SELECT * FROM jobs WHERE status = ? AND (lower(prompt) LIKE ? OR lower(source) LIKE ?) "
                 "ORDER BY finished DESC", (DONE, like, like)).fetchall()
-        return [_record(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -342,6 +348,18 @@ class Store:
                 db.execute("UPDATE jobs SET position = position + ? WHERE id = ?", (1 if offset > 0 else -1, a.id))
         return True
 
+    @property
+    def paused(self) -> bool:
+        """Whether the queue was left paused (by this process or an earlier one)."""
+        with self._lock, self._guard():
+            row = self._db.execute("SELECT value FROM settings WHERE name = ?", (PAUSED_SETTING,)).fetchone()
+        return row is not None and row["value"] == "1"
+
+    def set_paused(self, paused: bool) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)",
+                       (PAUSED_SETTING, "1" if paused else "0"))
+
     def delete(self, job_id: str) -> JobRecord | None:
         record = self.get(job_id)
         if record is not None:
@@ -370,7 +388,7 @@ def _stored_numbers(text: str | None) -> dict[str, float]:
     return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _record(row: sqlite3.Row) -> JobRecord:
+def job_from_row(row: sqlite3.Row) -> JobRecord:
     return JobRecord(
         id=row["id"], source=row["source"], source_sha=row["source_sha"], prompt=row["prompt"],
         params=_stored_params(row["params"]), status=row["status"], position=row["position"],

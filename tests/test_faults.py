@@ -49,10 +49,10 @@ CHILD = textwrap.dedent("""
         engine.pipeline.sampling.StepTimer.__call__ = step
     elif where == "decode":
         original_decode = engine.pipeline.edit.decode_latents
-        def decode(model, latents):
+        def decode(model, latents, should_stop=None):
             if SECOND.is_set():
                 hang("decode")
-            return original_decode(model, latents)
+            return original_decode(model, latents, should_stop)
         engine.pipeline.edit.decode_latents = decode
     elif where == "mp4":  # ffmpeg has four frames of the second job's first video, then the kill
         import subprocess as real_subprocess, types

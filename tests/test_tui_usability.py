@@ -164,7 +164,8 @@ def test_a_running_job_shows_its_stage_time_spent_job_eta_and_cancelling(tmp_pat
             app.engine.cancel = lambda job_id: True  # the worker's side is the engine's tests'
             await pilot.press("x")
             await until(pilot, lambda: cells()[2] == "cancelling")
-            assert any(title == "Cancelling" and "encode stage ends" in message for title, message in app.toasts)
+            assert any(title == "Cancelling" and "stops in a moment, inside its encode stage" in message
+                       for title, message in app.toasts)
 
     asyncio.run(scenario())
 

@@ -1,7 +1,8 @@
 """The Textual workstation: one app over one engine worker, with screens for the queue, a new edit
 and the history.
 
-The screen appears at once; the worker is opened (torch imported, the data dir locked) and started in
+The screen appears at once, with the queue as the store last left it (a read-only snapshot, shown
+until the engine opens); the worker is opened (torch imported, the data dir locked) and started in
 a thread worker, and the model loads in the background. Engine events arrive from the worker's
 threads as :class:`EngineEvent` messages; the app keeps the shared state (engine state, progress,
 GPU memory) and re-publishes each event on the ``engine_events`` signal for the screens.
@@ -41,8 +42,11 @@ from engine.api import (
     JobRecord,
     JobStarted,
     Store,
+    StoreSnapshot,
     build_params,
+    data_dir,
     one_line,
+    read_store_snapshot,
 )
 
 from .commands import binding_commands
@@ -60,7 +64,8 @@ WORKER_WAIT_SECONDS = 300
 
 class CogeditApp(App):
     """``launcher`` opens the worker (in a thread); ``start_engine=False`` leaves it unstarted (the
-    snapshot tests: no model load, a fixed header)."""
+    snapshot tests: no model load, a fixed header). ``snapshot_root``: the data dir whose queue is shown
+    read-only until the worker is open (None: an empty queue until then)."""
 
     TITLE = "cogedit-tui"
     # Shared by every screen, and the main screen's (the default screen: Textual loads no CSS_PATH of its
@@ -80,7 +85,7 @@ class CogeditApp(App):
     def __init__(self, launcher: Launcher, *, start_engine: bool = True, demo: bool = False,
                  model_label: str = "", device_label: str = "auto",
                  form_presets: dict[str, EditParams] | None = None, form_preset: str = "default",
-                 form_source: str = "", image_class: type | None = None) -> None:
+                 form_source: str = "", image_class: type | None = None, snapshot_root: Path | None = None) -> None:
         super().__init__()
         self.launcher = launcher
         self.start_engine = start_engine
@@ -90,6 +95,8 @@ class CogeditApp(App):
         self.form_source = form_source
         self.image_class = image_class
         self.engine: Worker | None = None  # the engine worker, once open
+        self.snapshot_root = snapshot_root
+        self.early_snapshot: StoreSnapshot | None = None  # the queue shown before the worker is open
         self.tracker = ProgressTracker()
         self.session_started = time.time()
         self.hidden_jobs: set[str] = set()  # finished jobs dismissed from the queue view
@@ -124,7 +131,8 @@ class CogeditApp(App):
     def queue_records(self) -> list[JobRecord]:
         """The queue view: every job not done, and jobs done during this session (not dismissed)."""
         if self.store is None:
-            return []
+            early = self.early_snapshot if self.engine is None and not self._quitting else None
+            return [r for r in early.jobs if r.status != DONE] if early is not None else []
         return [r for r in self.store.jobs() if r.id not in self.hidden_jobs
                 and (r.status != DONE or (r.finished or 0) >= self.session_started)]
 
@@ -142,6 +150,10 @@ class CogeditApp(App):
 
     def on_mount(self) -> None:
         self.main_screen.note("Opening the engine …")
+        if self.snapshot_root is not None:  # a read of SQLite: milliseconds, while torch takes seconds
+            self.early_snapshot = read_store_snapshot(self.snapshot_root)
+            self.queue_paused = self.early_snapshot.paused
+            self.store_changed.publish(None)
         self.set_interval(0.5, self.sync_engine_state)
         self._open_engine()
 
@@ -186,6 +198,9 @@ class CogeditApp(App):
             self.main_screen.note(f"{plural(len(interrupted), 'job')} {'was' if len(interrupted) == 1 else 'were'} "
                                   "interrupted when the app last stopped: select one and press r to re-queue it.",
                                   "yellow")
+        self.queue_paused = worker.paused  # a pause outlives a restart
+        if worker.paused:
+            self.main_screen.note("The queue is paused (since the last session): press p to resume.", "yellow")
         if not self.start_engine:
             self.main_screen.note("The engine is not started: jobs stay queued.")
         self.sync_engine_state()
@@ -285,8 +300,8 @@ class CogeditApp(App):
 
         names = ", ".join(f"“{shorten(r.prompt, 40)}”" for r in running[:3])
         message = (f"{names} {'is' if len(running) == 1 else 'are'} running. Quitting stops "
-                   f"{'it' if len(running) == 1 else 'them'} after the current step (an encode or decode "
-                   "finishes first); r re-queues an interrupted job next time.")
+                   f"{'it' if len(running) == 1 else 'them'} within a step (an encode or decode stops "
+                   "between its blocks); r re-queues an interrupted job next time.")
         if not isinstance(self.screen, ConfirmScreen):
             self.push_screen(ConfirmScreen("Quit while a job runs?", message, confirm_label="Quit",
                                            keep_label="Stay"),
@@ -300,7 +315,7 @@ class CogeditApp(App):
             self.exit()
             return
         if self.running_jobs():
-            self.notify("Stopping after the current step (an encode or decode finishes first); the job can be "
+            self.notify("Stopping within a step (an encode or decode stops between its blocks); the job can be "
                         "re-queued next time.", title="Quitting", timeout=60)
         self.sync_engine_state()
         self._close_engine_in_thread()
@@ -341,7 +356,7 @@ def build_app(config: EngineConfig, *, demo: bool = False, image_class: type | N
     """The workstation for ``config``; the demo: the toy model on the CPU, its variants queued."""
     if not demo:
         return CogeditApp(standard_launcher(config), model_label=model_name(config.model),
-                          device_label=_where(config, "auto"), image_class=image_class)
+                          device_label=_where(config, "auto"), image_class=image_class, snapshot_root=data_dir())
     from engine.demo import DEMO_PARAMS, demo_clip_path
 
     model = None if config.model == DEFAULT_MODEL else config.model  # the toy model unless --model says
@@ -349,7 +364,8 @@ def build_app(config: EngineConfig, *, demo: bool = False, image_class: type | N
                "reference": build_params(preset="reference")}
     return CogeditApp(demo_launcher(config.device, config.dtype, config.output_dir, model, config.cluster), demo=True,
                       model_label="toy demo model", device_label=_where(config, "cpu"), form_presets=presets,
-                      form_preset="demo", form_source=str(demo_clip_path()), image_class=image_class)
+                      form_preset="demo", form_source=str(demo_clip_path()), image_class=image_class,
+                      snapshot_root=data_dir())
 
 
 def run_app(config: EngineConfig, *, demo: bool = False) -> int:

@@ -8,6 +8,7 @@ parameter shows up here (and in ``--help``) with no change to this file.
 from __future__ import annotations
 
 import argparse
+import signal
 import stat
 import sys
 import time
@@ -121,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:  # SIGTERM or SIGHUP: stopped as cleanly as by Ctrl-C
+        print(f"terminated ({signal.Signals(exc.signum).name})", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -179,6 +183,7 @@ def _run(args: argparse.Namespace, video: str, prompts: list[str], params, save_
         JobSpec,
         check_data_dir_free,
         check_latents_path,
+        check_output_ready,
         check_prompts,
         config_from_flags,
         describe_source,
@@ -191,7 +196,9 @@ def _run(args: argparse.Namespace, video: str, prompts: list[str], params, save_
     check_data_dir_free()  # a busy data dir is refused at once, before torch loads to probe the clip
     if save_latents:
         save_latents = check_latents_path(save_latents)
+    check_output_ready(getattr(args, "output_dir", None))  # unwritable or full: said now, not after the edit
     describe_source(video, params, model=getattr(args, "model", None))  # a bad clip fails here, before the model loads
+    restore_signals = _stop_on_termination()
     # The prompts are variants of one source: batched over one inversion (spread over the devices when
     # there are several). --save-latents writes one batch's latents, so it keeps them all in one.
     batch = {"max_batch_variants": len(prompts)} if save_latents else {}
@@ -217,6 +224,7 @@ def _run(args: argparse.Namespace, video: str, prompts: list[str], params, save_
         worker.stop()
         _settle_leftovers(worker, jobs)
         worker.close()
+        restore_signals()
     if worker.fault is not None:  # the data dir's disk is full: the jobs stay queued for a later run
         raise worker.fault
     if worker.load_error is not None:
@@ -251,6 +259,37 @@ def _settle_leftovers(worker, jobs) -> None:
         record = worker.store.get(job.id)
         if record is not None and record.status == QUEUED:
             worker.store.mark_interrupted(job.id, LEFTOVER_REASON)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached the headless command: it stops like Ctrl-C (jobs left interrupted)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_termination():
+    """Ctrl-C, SIGTERM (``timeout``, a scheduler) and SIGHUP (a closed terminal) stop the edit cleanly
+    (KeyboardInterrupt, or Terminated): its jobs are left interrupted, nothing half-written stays.
+    Only the first counts: more of them while it cleans up (an impatient Ctrl-C Ctrl-C) are ignored,
+    so they cannot cut the clean-up short or print tracebacks at exit. Returns the function that puts
+    the previous handlers back once the edit ended without one."""
+    received: list[int] = []
+
+    def stop(signum: int, _frame) -> None:
+        if received:
+            return
+        received.append(signum)
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[signum] = signal.signal(signum, stop)
+        except ValueError:  # not the main thread (a test driving main() from a thread): left as it is
+            break
+    return lambda: None if received else [signal.signal(signum, handler) for signum, handler in previous.items()]
 
 
 def _written_since(path: Path, started: float) -> bool:

@@ -2,6 +2,8 @@
 
 Every file lands under its final name only once it is complete (written to a temporary name in the
 same folder, flushed, then renamed), so a crash never leaves half a video where a result belongs.
+Files get the mode the user's umask gives a new file (0644 under the usual 022: readable by the other
+users of a shared GPU box), not the 0600 of a private temporary file.
 """
 
 from __future__ import annotations
@@ -164,6 +166,24 @@ def check_output_dir(output_dir: str | os.PathLike) -> Path:
     return folder
 
 
+MIN_FREE_BYTES = 128 << 10  # less than this free, and not even the smallest result (a 9-frame clip) fits
+SPACE_FIX = "free disk space there, or choose another --output-dir"
+
+
+def check_output_space(output_dir: str | os.PathLike, need: int = MIN_FREE_BYTES) -> None:
+    """Refuse a folder whose disk is (all but) full before minutes of model work are spent on a result
+    that cannot be written (the disk may still fill up later: the export says so then)."""
+    folder = Path(output_dir).expanduser()
+    try:
+        info = os.statvfs(folder)
+    except OSError:
+        return
+    free = info.f_bavail * info.f_frsize
+    if free < need or (info.f_files and info.f_favail < 8):
+        what = f"{free // 1024} KiB free" if free < need else "no free inodes"
+        raise OutputError(f"disk full under {folder} ({what})", SPACE_FIX)
+
+
 LATENTS_FIX = "give --save-latents a file path in a writable folder"
 
 
@@ -197,6 +217,7 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
             hold_owner_lock(path.parent)
             locked = True
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial-{OWNER}{suffix}", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~current_umask())  # a new file's mode, not mkstemp's private 0600
         os.close(fd)
         tmp = Path(tmp_name)
         yield tmp
@@ -218,6 +239,21 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     finally:
         if locked:
             release_owner_lock(path.parent)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status); elsewhere it is set
+    and put back at once."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _remove(tmp: Path | None) -> None:

@@ -2,7 +2,9 @@
 
 ffmpeg runs with its stderr captured (not inherited: its own messages, such as "Error writing
 trailer", would scribble over the TUI) and its exit status checked; a failure becomes one OutputError
-naming the cause (a full disk is told as such).
+naming the cause (a full disk is told as such). An audio file (see engine.output.audio) is muxed in
+as it is, without re-encoding. The frame rate is given as an exact fraction (30/7 for 4.2857 fps), so a
+video lasts what its frames at that rate last and its sound stays in step.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from fractions import Fraction
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -22,10 +25,19 @@ FFMPEG_FIX = "check the disk and the output folder, then re-queue the job"
 _DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
 
 
-def _ffmpeg_command(tmp: Path, width: int, height: int, fps: float) -> list[str]:
-    return [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}",
-            "-pix_fmt", "rgb24", "-r", f"{fps:.02f}", "-i", "-", "-an", "-vcodec", "libx264", "-pix_fmt", "yuv420p",
-            "-crf", "18", "-preset", "medium", "-movflags", "+faststart", "-v", "error", str(tmp)]
+def frame_rate(fps: float) -> str:
+    """``fps`` as the exact fraction ffmpeg takes ("30/7", "30000/1001", "8")."""
+    rate = Fraction(fps).limit_denominator(1001)
+    return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
+
+
+def _ffmpeg_command(tmp: Path, width: int, height: int, fps: float, audio: Path | None) -> list[str]:
+    frames = ["-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}", "-pix_fmt", "rgb24",
+              "-r", frame_rate(fps), "-i", "-"]
+    sound = ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "copy"] if audio else ["-an"]
+    return [imageio_ffmpeg.get_ffmpeg_exe(), "-y", *frames, *sound,
+            "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", "-preset", "medium",
+            "-movflags", "+faststart", "-v", "error", str(tmp)]
 
 
 def _failure(path: Path, log: str, code: int | None) -> OutputError:
@@ -45,13 +57,14 @@ def _disk_nearly_full(folder: Path, margin: int = 1 << 20) -> bool:
     return info.f_bavail * info.f_frsize < margin
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
-    """H.264, yuv420p (plays everywhere), written atomically. ``frames`` is [F, H, W, 3] uint8."""
+def write_mp4(path: Path, frames: np.ndarray, fps: float, audio: Path | None = None) -> None:
+    """H.264, yuv420p (plays everywhere), written atomically. ``frames`` is [F, H, W, 3] uint8;
+    ``audio``: an AAC file to mux in (None: silent)."""
     path = Path(path)
     _, height, width, _ = frames.shape
     with atomic_path(path, suffix=".mp4") as tmp, tempfile.TemporaryFile() as log:
         # Its own session: a Ctrl-C meant for the app does not cut a video short mid-file.
-        process = subprocess.Popen(_ffmpeg_command(tmp, width, height, fps), stdin=subprocess.PIPE,
+        process = subprocess.Popen(_ffmpeg_command(tmp, width, height, fps, audio), stdin=subprocess.PIPE,
                                    stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         try:
             for frame in frames:

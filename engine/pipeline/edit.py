@@ -5,6 +5,11 @@ all call it): the seven stages of :data:`engine.events.STAGES`, in that order, e
 :class:`Editor` reported through typed events. The work for a *source* (its frames, latents,
 inversion trajectory and round trip) is done once and shared by every *variant* (prompt + seed) of
 it; the inversion cache wraps encode, invert and round trip (:meth:`Editor.inversion`).
+
+Stopping: ``should_stop`` (the worker is quitting) and ``cancelled`` (the job ids cancelled so far) are
+polled between stages, before every denoising step and between the VAE's blocks. When every variant
+still running is cancelled the run raises :class:`engine.errors.Cancelled`; a variant cancelled while
+others go on is let go at once (``JobCancelled``) and its rows leave the batch before the next step.
 """
 
 from __future__ import annotations
@@ -14,14 +19,23 @@ import dataclasses
 import datetime as dt
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import Cancelled
-from ..events import PSNR_EDITED, EditWarning, Event, JobFinished, StageFinished, StageStarted, StepProgress
+from ..events import (
+    PSNR_EDITED,
+    EditWarning,
+    Event,
+    JobCancelled,
+    JobFinished,
+    StageFinished,
+    StageStarted,
+    StepProgress,
+)
 from ..families import resolve_params
 from ..params import EditParams, latent_frames
 from ..paths import OUTPUT_FILES
@@ -30,7 +44,7 @@ from .attention import InjectionPlan
 from .compile_gate import MODEL_GATE
 from .conditioning import drop_padding, image_condition, latent_padding, pad_latents, read_first_frame
 from .export import SharedVideos, export_variant, job_record, write_latents
-from .frames import file_digest, plan_frames, probe_video, read_frames
+from .frames import audio_cut, file_digest, plan_frames, probe_video, read_frames
 from .inversion_cache import InversionCache, inversion_key
 from .metrics import check_finite, frames_to_uint8, inversion_metrics, psnr
 from .model import LoadedModel
@@ -45,11 +59,12 @@ def run_edit(model: LoadedModel, source_path: str | os.PathLike, variants: list[
              output_dir: str | os.PathLike, emit: Emit | None = None,
              should_stop: Callable[[], bool] | None = None,
              save_latents: str | os.PathLike | None = None,
-             cache: InversionCache | None = None) -> list[EditResult]:
+             cache: InversionCache | None = None,
+             cancelled: Callable[[], Collection[str]] | None = None) -> list[EditResult]:
     """Edit ``source_path`` once per variant, sharing one inversion (from ``cache`` when it has it);
-    returns the finished results."""
+    returns the finished results (none for a variant cancelled on the way)."""
     started = dt.datetime.now().astimezone()
-    editor = Editor(model, emit, should_stop, cache)
+    editor = Editor(model, emit, should_stop, cache, cancelled)
     job_ids = tuple(v.job_id for v in variants)
     source = editor.frames(source_path, params, job_ids)  # 1
     params = source.params  # the model's own frames/height/width where they were left empty
@@ -57,33 +72,59 @@ def run_edit(model: LoadedModel, source_path: str | os.PathLike, variants: list[
     inversion = editor.inversion(source, params, job_ids, tiling)  # 2-4: encode, invert, round trip
     original, round_trip = frames_to_uint8(source.picture_of(source.frames)), inversion.round_trip_video.numpy()
     shared = {OUTPUT_FILES["original"]: original, OUTPUT_FILES["reconstruction"]: round_trip}
-    with SharedVideos(Path(output_dir), shared, source.plan.fps) as shared_videos:  # encoded while the GPU edits
+    audio = audio_cut(source.info, source.plan) if params.audio else None  # None: a silent source, or --no-audio
+    with SharedVideos(Path(output_dir), shared, source.plan.fps, audio) as shared_videos:  # encoded while the GPU edits
         edited_latents = editor.edit(inversion, variants, params, source)  # 5
-        edited_frames = editor.decode(edited_latents, job_ids, source)  # 6
-        results = editor.export(Path(output_dir), source, inversion, variants, params, edited_latents,  # 7
-                                edited_frames, shared_videos, (original, round_trip), started)
+        variants = editor.live(variants)  # those cancelled so far are gone, with their latents
+        edited_frames = editor.decode(edited_latents, variants, source)  # 6
+        kept = [(v, lat, frames) for v, lat, frames in zip(variants, edited_latents, edited_frames, strict=True)
+                if v.job_id not in editor.dropped]
+        results = editor.export(Path(output_dir), source, inversion, params, kept,  # 7
+                                shared_videos, (original, round_trip), started)
     if save_latents:
         write_latents(Path(save_latents), inversion, results)
     return results
 
 
 class Editor:
-    """Runs the stages of edits on ``model``; ``emit`` receives every event, ``should_stop`` is polled
-    between stages and before every denoising step (returning True cancels)."""
+    """Runs the stages of edits on ``model``; ``emit`` receives every event; ``should_stop`` (True stops
+    the whole run) and ``cancelled`` (job ids) are polled between stages, steps and VAE blocks."""
 
     def __init__(self, model: LoadedModel, emit: Emit | None = None,
-                 should_stop: Callable[[], bool] | None = None, cache: InversionCache | None = None):
+                 should_stop: Callable[[], bool] | None = None, cache: InversionCache | None = None,
+                 cancelled: Callable[[], Collection[str]] | None = None):
         self.model = model
         self.emit = emit or (lambda event: None)
         self.should_stop = should_stop or (lambda: False)
+        self.cancelled = cancelled or (lambda: ())
+        self.dropped: set[str] = set()  # variants cancelled while others went on (already told)
         self.cache = cache
         self.timings: dict[str, float] = {}
+
+    def live(self, variants: list[Variant]) -> list[Variant]:
+        """``variants`` less those dropped so far."""
+        return [v for v in variants if v.job_id not in self.dropped]
+
+    def stop_now(self, job_ids: tuple[str, ...]) -> bool:
+        """True when the run must stop: the worker stops, or every variant of ``job_ids`` still running
+        is cancelled. A variant cancelled while others go on is dropped here and told (JobCancelled)."""
+        if self.should_stop():
+            return True
+        cancelled = set(self.cancelled())
+        live = [j for j in job_ids if j not in self.dropped]
+        gone = [j for j in live if j in cancelled]
+        if gone and len(gone) == len(live):
+            return True
+        for job_id in gone:
+            self.dropped.add(job_id)
+            self.emit(JobCancelled(job_id))
+        return False
 
     @contextlib.contextmanager
     def stage(self, name: str, job_ids: tuple[str, ...], total_steps: int = 0
               ) -> Iterator[Callable[[int, int], None]]:
         """Emit start/finish around a stage; yields the step-progress callback for its loop."""
-        if self.should_stop():
+        if self.stop_now(job_ids):
             raise Cancelled()
         device = str(self.model.device)
         self.emit(StageStarted(name, job_ids, total_steps, device=device))
@@ -106,7 +147,7 @@ class Editor:
             if params.first_frame:  # job.json holds where it was, wherever it is run again from
                 params = dataclasses.replace(params, first_frame=str(Path(params.first_frame).expanduser().resolve()))
             plan = plan_frames(info, params, family)
-            frames = read_frames(info, plan)  # [F, C, H, W]
+            frames = read_frames(info, plan, lambda message: self.emit(EditWarning(job_ids, message)))  # [F, C, H, W]
             first_frame = read_first_frame(params.first_frame, info, plan) if params.first_frame else None
             digest = file_digest(info.path)
         return Source(info, plan, digest, frames, params, first_frame)
@@ -159,7 +200,8 @@ class Editor:
     def encode(self, source: Source, job_ids: tuple[str, ...]) -> torch.Tensor:
         """Stage ``encode``: the source's latents [1, F', C, h, w], padded in front for CogVideoX1.5."""
         with self.stage("encode", job_ids):
-            return pad_latents(encode_frames(self.model, source.frames), self.padding(source))
+            return pad_latents(encode_frames(self.model, source.frames, lambda: self.stop_now(job_ids)),
+                               self.padding(source))
 
     def invert(self, latents: torch.Tensor, guidance: Guidance, steps: int, job_ids: tuple[str, ...],
                condition: torch.Tensor | None = None, exact_iterations: int = 0) -> torch.Tensor:
@@ -169,8 +211,8 @@ class Editor:
                  if exact_iterations else None)
         with self.stage("invert", job_ids, steps) as progress:
             _, trajectory = sample(self.model, self.model.inverse_scheduler(), latents, guidance, steps,
-                                   keep_trajectory=True, progress=progress, should_stop=self.should_stop,
-                                   image=condition, exact=exact)
+                                   keep_trajectory=True, progress=progress,
+                                   should_stop=lambda: self.stop_now(job_ids), image=condition, exact=exact)
         return trajectory
 
     def round_trip(self, source: Source, latents: torch.Tensor, trajectory: torch.Tensor, guidance: Guidance,
@@ -179,10 +221,11 @@ class Editor:
         the clip's picture: letterbox bars are cut away)."""
         padding = self.padding(source)
         with self.stage("round_trip", job_ids, steps) as progress:
+            stop = lambda: self.stop_now(job_ids)  # noqa: E731
             round_trip, _ = sample(self.model, self.model.forward_scheduler(), trajectory[-1], guidance,
-                                   steps, progress=progress, should_stop=self.should_stop, image=condition)
-            round_trip_frames = source.picture_of(decode_latents(self.model, drop_padding(round_trip, padding)))
-            vae_only = source.picture_of(decode_latents(self.model, drop_padding(latents, padding)))
+                                   steps, progress=progress, should_stop=stop, image=condition)
+            round_trip_frames = source.picture_of(decode_latents(self.model, drop_padding(round_trip, padding), stop))
+            vae_only = source.picture_of(decode_latents(self.model, drop_padding(latents, padding), stop))
         metrics = inversion_metrics(source.picture_of(source.frames), round_trip_frames, vae_only)
         video = torch.from_numpy(frames_to_uint8(round_trip_frames))  # [F, H, W, 3]
         return Inversion(latents, trajectory, round_trip, video, metrics)
@@ -207,7 +250,8 @@ class Editor:
         reference (trajectory latent + negative prompt) is the same for every variant, and so is the
         conditional one of variants with the same prompt: both are shared exactly.
         ``shared_reference`` (approximate) shares one reference across all rows.
-        Returns one latent [1, F', C, h, w] per variant.
+        Returns one latent [1, F', C, h, w] per variant not cancelled meanwhile (``live(variants)``):
+        a variant cancelled mid-edit leaves the batch before the next step, the others go on.
         """
         if source is None and self.model.family.image_conditioned:
             raise ValueError("an image-to-video model's edit needs its source (the first-frame condition)")
@@ -237,46 +281,73 @@ class Editor:
             start = torch.cat([seeded_noise(shape, v.seed, self.model.device) for v in variants])
         else:
             start = trajectory[-1].expand(k, *shape[1:])  # [K, F', C, h, w]
+        rows = list(variants)  # the variant of each row of the batch, as variants are dropped
+
+        def drop_rows() -> list[int]:
+            gone = [i for i, v in enumerate(rows) if v.job_id in self.dropped]
+            for i in reversed(gone):
+                del rows[i]
+            return gone
+
         with self.stage("edit", job_ids, steps) as progress:
             edited, _ = sample(self.model, self.model.forward_scheduler(), start, guidance, steps,
-                               injection=injection, progress=progress, should_stop=self.should_stop,
-                               image=kept if new_first is None else new_first)
+                               injection=injection, progress=progress, should_stop=lambda: self.stop_now(job_ids),
+                               image=kept if new_first is None else new_first,
+                               drop_rows=drop_rows)  # [K', F', C, h, w], K' = len(rows)
         check_finite("edit", self.model.dtype_name, edited)
-        return [edited[i:i + 1] for i in range(k)]
+        latents = {v.job_id: edited[i:i + 1] for i, v in enumerate(rows)}
+        return [latents[v.job_id] for v in self.live(variants)]  # cancelled after the last step: gone too
 
-    def decode(self, latents: list[torch.Tensor], job_ids: tuple[str, ...], source: Source | None = None
-               ) -> list[torch.Tensor]:
-        """VAE-decode each variant's latents (their padding dropped) to frames [F, C, H, W]."""
+    def decode(self, latents: list[torch.Tensor], variants: list[Variant], source: Source | None = None
+               ) -> list[torch.Tensor | None]:
+        """VAE-decode each variant's latents (their padding dropped) to frames [F, C, H, W]; None for a
+        variant cancelled before or during its decode (the others go on)."""
+        job_ids = tuple(v.job_id for v in variants)
         padding = self.padding(source) if source is not None else 0
+        frames: list[torch.Tensor | None] = []
         with self.stage("decode", job_ids, len(latents)) as progress:
-            frames = []
-            for i, lat in enumerate(latents):
-                frames.append(decode_latents(self.model, drop_padding(lat, padding)))
+            for i, (variant, lat) in enumerate(zip(variants, latents, strict=True)):
+                try:
+                    if self.stop_now(job_ids) or variant.job_id in self.dropped:
+                        raise Cancelled()
+                    frames.append(decode_latents(self.model, drop_padding(lat, padding),
+                                                 lambda v=variant: self.stop_now(job_ids) or v.job_id in self.dropped))
+                except Cancelled:
+                    if variant.job_id not in self.dropped:  # the whole run stops
+                        raise
+                    frames.append(None)
+                    continue
                 check_finite("decode", self.model.dtype_name, frames[-1])
                 progress(i + 1, len(latents))
         return frames
 
-    def export(self, output_dir: Path, source: Source, inversion: Inversion, variants: list[Variant],
-               params: EditParams, latents: list[torch.Tensor], frames: list[torch.Tensor],
-               shared_videos: SharedVideos, shared_frames: tuple[np.ndarray, np.ndarray],
-               started: dt.datetime) -> list[EditResult]:
-        """Stage ``export``: one result folder per variant, each announced as soon as it is on disk (a
-        later variant's failure cannot take it back). ``shared_frames``: the original and the round trip
-        as uint8 frames, for the contact sheets."""
+    def export(self, output_dir: Path, source: Source, inversion: Inversion, params: EditParams,
+               kept: list[tuple[Variant, torch.Tensor, torch.Tensor]], shared_videos: SharedVideos,
+               shared_frames: tuple[np.ndarray, np.ndarray], started: dt.datetime) -> list[EditResult]:
+        """Stage ``export``: one result folder per variant of ``kept`` (variant, latents, frames), each
+        announced as soon as it is on disk (a later variant's failure cannot take it back); a variant
+        cancelled before its turn is skipped. ``shared_frames``: the original and the round trip as
+        uint8 frames, for the contact sheets."""
+        variants = [variant for variant, _, _ in kept]
         job_ids = tuple(v.job_id for v in variants)
         original, round_trip = shared_frames  # [F, H, W, 3] uint8, as the shared videos hold them
         results = []
         with self.stage("export", job_ids, len(variants)) as progress:
             shared_files = shared_videos.files()
-            for i, (variant, variant_latents, variant_frames) in enumerate(zip(variants, latents, frames,
-                                                                              strict=False)):
+            if shared_videos.audio_problem:
+                self.emit(EditWarning(job_ids, shared_videos.audio_problem))
+            for i, (variant, variant_latents, variant_frames) in enumerate(kept):
+                if self.stop_now(job_ids):
+                    raise Cancelled()
+                if variant.job_id in self.dropped:
+                    continue
                 variant_frames = source.picture_of(variant_frames)  # letterbox bars cut away
                 metrics = inversion.metrics | {PSNR_EDITED: psnr(variant_frames, source.picture_of(source.frames))}
                 record = job_record(variant, source, params, self.model.describe(), self.timings, metrics,
                                     variants, started)
                 export_start = time.perf_counter()
                 folder = export_variant(output_dir, variant, record, shared_files, original, round_trip,
-                                        frames_to_uint8(variant_frames))
+                                        frames_to_uint8(variant_frames), shared_videos.audio)
                 timings = self.timings | {"export": time.perf_counter() - export_start}
                 results.append(EditResult(variant, folder, metrics, variant_latents))
                 self.emit(JobFinished(variant.job_id, str(folder),

@@ -3,7 +3,8 @@
 Each variant's folder holds ``original.mp4`` (the frames exactly as the model saw them),
 ``reconstruction.mp4`` (the round trip), ``edited.mp4``, ``contact_sheet.png`` and ``job.json``
 (enough to run it again); the file names are :data:`engine.paths.OUTPUT_FILES`. A folder is staged
-under a hidden name and renamed into place whole.
+under a hidden name and renamed into place whole. The three videos carry the source's sound for the
+frames kept (``params.audio``; a silent source stays silent).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from safetensors.torch import save_file
 
 from ..errors import EditError, OutputError
 from ..output.atomic import StagedFolder, atomic_path, check_file_target, copy_file_atomic, write_json_atomic
+from ..output.audio import AudioCut, cut_audio
 from ..output.contact_sheet import write_contact_sheet
 from ..output.video import write_mp4
 from ..params import EditParams, params_to_dict
@@ -121,14 +123,14 @@ def read_job_file(path: Path) -> dict:
 
 
 def export_variant(output_dir: Path, variant: Variant, record: dict, shared_files: dict[str, Path],
-                    original, round_trip, edited) -> Path:
-    """Fill one variant's staged folder (the shared videos copied, its edit encoded, contact sheet,
-    job.json), then move it into place."""
+                   original, round_trip, edited, audio: Path | None = None) -> Path:
+    """Fill one variant's staged folder (the shared videos copied, its edit encoded with ``audio``,
+    contact sheet, job.json), then move it into place."""
     staged = StagedFolder(output_dir, variant.prompt)
     try:
         for name, encoded in shared_files.items():
             copy_file_atomic(encoded, staged.path / name)
-        write_mp4(staged.path / OUTPUT_FILES["edited"], edited, record["frames"]["fps"])
+        write_mp4(staged.path / OUTPUT_FILES["edited"], edited, record["frames"]["fps"], audio)
         write_contact_sheet(staged.path / OUTPUT_FILES["contact_sheet"],
                             {"original": original, "round trip": round_trip, "edited": edited})
         write_json_atomic(staged.path / OUTPUT_FILES["job"], record | {"output_dir": str(staged.final)})
@@ -169,21 +171,32 @@ def write_latents(path: Path, inversion: Inversion, results: list[EditResult]) -
 
 
 class SharedVideos:
-    """The videos every variant of a batch shares (the original and the round trip): encoded once, in a
-    background thread while the GPU edits, into a hidden staging folder; each variant's folder gets a
-    copy. The staging folder is removed on leaving the ``with`` block (and, after a crash, at start-up
-    with the other ``.partial-*`` folders)."""
+    """What every variant of a batch shares (the original and the round trip, and the cut of the
+    source's audio): encoded once, in a background thread while the GPU edits, into a hidden staging
+    folder; each variant's folder gets a copy. The staging folder is removed on leaving the ``with``
+    block (and, after a crash, at start-up with the other ``.partial-*`` folders).
 
-    def __init__(self, output_dir: Path, videos: dict[str, np.ndarray], fps: float):
+    ``audio``: the sound to mux in (None: silent). When it cannot be cut the videos are silent and
+    :attr:`audio_problem` says why (the edit goes on: its frames are what was asked for)."""
+
+    def __init__(self, output_dir: Path, videos: dict[str, np.ndarray], fps: float, audio: AudioCut | None = None):
         self._staging = StagedFolder(output_dir, "shared")  # never committed
+        self.audio: Path | None = None  # the cut, once files() has returned
+        self.audio_problem: str | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cogedit-export")
-        self._future = self._pool.submit(self._encode, videos, fps)
+        self._future = self._pool.submit(self._encode, videos, fps, audio)
 
-    def _encode(self, videos: dict[str, np.ndarray], fps: float) -> dict[str, Path]:
+    def _encode(self, videos: dict[str, np.ndarray], fps: float, audio: AudioCut | None) -> dict[str, Path]:
+        if audio is not None:
+            try:
+                cut_audio(audio, self._staging.path / "audio.m4a")
+                self.audio = self._staging.path / "audio.m4a"
+            except OutputError as exc:
+                self.audio_problem = str(exc)
         paths = {}
         for name, frames in videos.items():
             paths[name] = self._staging.path / name
-            write_mp4(paths[name], frames, fps)
+            write_mp4(paths[name], frames, fps, self.audio)
         return paths
 
     def files(self) -> dict[str, Path]:

@@ -1,7 +1,9 @@
 """Reading a source clip: probing it, choosing frames, and shaping them for the model.
 
 This is the only module that imports decord, and it does so after torch (decord has crashed when
-imported first on some systems: dmlc/decord issues #293 and #324).
+imported first on some systems: dmlc/decord issues #293 and #324). What decord's C++ code prints
+while it opens or decodes a clip is caught (engine.pipeline.native_log): it explains a failure, and
+its "frames corrupted and recovered" becomes a warning of the edit, not a line over the TUI.
 """
 
 from __future__ import annotations
@@ -13,23 +15,23 @@ import math
 import os
 import re
 import subprocess
-import sys
-import tempfile
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import decord  # isort: skip  (after torch, see the module docstring)
-
 from ..errors import VideoError
 from ..families import FIVE_B, ModelFamily, resolve_params
+from ..output.audio import AudioCut
 from ..params import MIN_FRAMES, SPECS_BY_NAME, EditParams
 from ..paths import not_a_regular_file
 from .geometry import Box, fit_frame, place_picture
+from .native_log import native_stderr, sane_decord_environment
+
+sane_decord_environment()  # before decord loads: it reads its settings once, and a bad one aborts
+import decord  # noqa: E402  (after torch and the environment check: see the module docstring)
 
 decord.logging.set_level(decord.logging.QUIET)  # ffmpeg's own log: the engine reports unreadable clips itself
 
@@ -38,10 +40,12 @@ RECOPY_FIX = "copy or download the video again (it is incomplete or damaged), or
 STILL_FIX = f"give a video clip of at least {MIN_FRAMES} frames (mp4, mov, mkv, webm)"
 CONVERT_FIX = "convert it to MP4 first: ffmpeg -i IN -pix_fmt yuv420p OUT.mp4"
 REENCODE_FIX = "ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4"
+TRUNCATED = "the file is truncated or corrupt"
+# What ffmpeg's probe says of a file cut short or damaged (its index or first packets).
+_DAMAGE_MARKS = ("partial file", "Packet corrupt", "moov atom not found", "Invalid NAL unit",
+                 "Could not find codec parameters", "Invalid data found")
 
-# Log lines decord's C++ code and its ffmpeg write straight to file descriptor 2.
-_NATIVE_LOG = re.compile(r"^\[(\d\d:\d\d:\d\d|[\w,-]+ @ 0x[0-9a-f]+)\] ")
-_NATIVE_LOCK = threading.RLock()
+RECOVERED = "frames corrupted and recovered"  # decord's words for frames it repeated from a neighbour
 
 
 @dataclass(frozen=True)
@@ -145,55 +149,27 @@ def _special_kind(path: Path) -> str | None:
     return not_a_regular_file(path)
 
 
-@contextlib.contextmanager
-def _native_stderr() -> Iterator[list[str]]:
-    """Catch what decord's C++ code prints straight to file descriptor 2 while a clip is opened.
-
-    Its log lines (``[12:00:00] .../video_reader.cc:83: ERROR opening ...``) would add noise to the
-    engine's own one-line error, or scribble over the TUI (which draws on stderr); they are collected
-    into the yielded list (filled on exit) to explain a failure. Anything else written to fd 2 in the
-    meantime (the TUI's own drawing) is replayed there unchanged. Only opening is wrapped, which is
-    brief; ffmpeg's logs are silenced for good at import.
-    """
-    lines: list[str] = []
-    with _NATIVE_LOCK, tempfile.TemporaryFile() as sink:
-        try:
-            if sys.stderr:
-                sys.stderr.flush()
-            saved = os.dup(2)
-            os.dup2(sink.fileno(), 2)
-        except (OSError, ValueError):  # no usable fd 2 (a daemon, a closed stream): nothing to catch
-            saved = None
-        try:
-            yield lines
-        finally:
-            if saved is not None:
-                os.dup2(saved, 2)
-                os.close(saved)
-            sink.seek(0)
-            others = b""
-            for line in sink.read().splitlines(keepends=True):
-                if _NATIVE_LOG.match(line.decode("utf-8", "replace")):
-                    lines.append(line.decode("utf-8", "replace").rstrip())
-                else:
-                    others += line
-            while others and saved is not None:
-                others = others[os.write(2, others):]
-
-
 def _reason(exc: BaseException, log: list[str], path: Path) -> tuple[str, str]:
     """Why decord could not open ``path``, in words, and the fix."""
     text = " ".join([str(exc), *log])
     unopened = "Invalid data found" in text or "Error reading" in text
     broken = ("av_read_frame failed", "Error sending packet", "avcodec_send_packet")
     if any(b in text for b in broken) or (unopened and _sniff_path(path) == "MP4"):  # an MP4 with no
-        return "the file is truncated or corrupt", RECOPY_FIX  # index (moov), cut or damaged packets
-    if "cannot find video stream" in text and (codec := _video_codec(path)):
-        return (f"its video is {codec.upper()}, a codec the video reader (decord) cannot decode",
-                f"re-encode it to H.264: {REENCODE_FIX}")
-    if "cannot find video stream" in text:
-        return ("it holds no readable video stream: audio only, or cut short?",
-                "give a file with a video track (mp4, mov, mkv, webm), or copy it again if it was cut short")
+        return TRUNCATED, RECOPY_FIX  # index (moov), cut or damaged packets
+    # No stream decord can read, or one it cannot set up (decord's filter graph needs the pixel format
+    # that a cut-short file does not give): ffmpeg's own probe tells damage from a codec or no video.
+    if "cannot find video stream" in text or "avfilter_graph_create_filter" in text:
+        probe = _ffmpeg_probe(path)
+        codec = _video_codec(probe)
+        if any(mark in probe for mark in _DAMAGE_MARKS) or codec == "none" or (
+                codec is None and _sniff_path(path) == "MP4" and " Audio: " not in probe):
+            return TRUNCATED, RECOPY_FIX
+        if codec is not None and "cannot find video stream" in text:
+            return (f"its video is {codec.upper()}, a codec the video reader (decord) cannot decode",
+                    f"re-encode it to H.264: {REENCODE_FIX}")
+        if codec is None:
+            return ("it holds no readable video stream: audio only, or cut short?",
+                    "give a file with a video track (mp4, mov, mkv, webm), or copy it again if it was cut short")
     if unopened:
         return "ffmpeg does not recognise its format", VIDEO_FIX
     if "broken metadata" in text:
@@ -203,17 +179,23 @@ def _reason(exc: BaseException, log: list[str], path: Path) -> tuple[str, str]:
     return first[:100], VIDEO_FIX
 
 
-def _video_codec(path: Path) -> str | None:
-    """The codec of the first video stream, as ffmpeg names it (None when it finds none): why decord,
-    built with fewer decoders than ffmpeg, found no stream it could read."""
+def _ffmpeg_probe(path: Path) -> str:
+    """What the bundled ffmpeg says of ``path`` (``ffmpeg -i``'s log: its streams and any damage)."""
     import imageio_ffmpeg
 
     try:
         probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
                                capture_output=True, text=True, errors="replace", timeout=30)
     except (OSError, subprocess.SubprocessError):
-        return None
-    for line in probe.stderr.splitlines():  # cover art in an audio file is no video
+        return ""
+    return probe.stderr
+
+
+def _video_codec(probe: str) -> str | None:
+    """The codec of the first video stream in ffmpeg's ``probe`` log, as ffmpeg names it ("none" when
+    it cannot tell; None when there is no video stream): why decord, built with fewer decoders than
+    ffmpeg, found no stream it could read."""
+    for line in probe.splitlines():  # cover art in an audio file is no video
         found = re.search(r"Stream #\S+.*?: Video: (\w+)", line)
         if found and "attached pic" not in line:
             return found.group(1)
@@ -245,7 +227,7 @@ def _decord_errors(path: Path, problem: str) -> Iterator[None]:
 def _open(path: Path, **size: int) -> decord.VideoReader:
     """A decord reader for ``path``; its C++ error log explains a failure instead of reaching stderr."""
     failure: BaseException
-    with _native_stderr() as log:
+    with native_stderr() as log:
         try:
             return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, **size)
         except (decord.DECORDError, RuntimeError, AssertionError) as exc:  # it asserts frames > 0
@@ -324,16 +306,36 @@ def auto_fps(source_fps: float, stride: int) -> float:
     return min(max(source_fps / stride, spec.low), spec.high)
 
 
-def read_frames(info: VideoInfo, plan: FramePlan) -> torch.Tensor:
+def audio_cut(info: VideoInfo, plan: FramePlan) -> AudioCut | None:
+    """The stretch of ``info``'s audio that the planned frames cover (None: the clip has no sound).
+
+    Frame ``i`` of the source starts at ``i / fps``; the kept frames span ``count * stride`` source
+    frames from the first kept one, and the result videos play ``count`` frames at ``plan.fps``.
+    """
+    if not _has_audio(Path(info.path)):
+        return None
+    return AudioCut(Path(info.path), start=plan.indices[0] / info.fps,
+                    span=plan.num_frames * plan.stride / info.fps, duration=plan.num_frames / plan.fps)
+
+
+def _has_audio(path: Path) -> bool:
+    return any(re.search(r"Stream #\S+.*?: Audio: ", line) for line in _ffmpeg_probe(path).splitlines())
+
+
+def read_frames(info: VideoInfo, plan: FramePlan, warn: Callable[[str], None] | None = None) -> torch.Tensor:
     """Decode only the planned frames, resized while decoding (memory stays bounded for 4K clips).
 
-    Returns float32 frames scaled to [-1, 1], shaped [F, C, H, W].
+    Returns float32 frames scaled to [-1, 1], shaped [F, C, H, W]. ``warn`` hears of frames decord
+    could not decode and repeated from a neighbour (a damaged clip that still plays).
     """
     dec_h, dec_w = plan.decode_size
     path = Path(info.path)
     reader = _open(path, height=dec_h, width=dec_w)
-    with _decord_errors(path, f"cannot decode the frames of {path.name}"):
+    with native_stderr() as log, _decord_errors(path, f"cannot decode the frames of {path.name}"):
         batch = reader.get_batch(list(plan.indices)).asnumpy()  # [F, H, W, C] uint8
+    if warn is not None and any(RECOVERED in line for line in log):
+        warn(f"some frames of {path.name} could not be decoded and repeat a neighbouring frame (a damaged "
+             f"clip?) — the edit goes on; for a clean result re-encode it: {REENCODE_FIX}")
     if batch.shape[0] != plan.num_frames:
         raise VideoError(f"{Path(info.path).name} returned {batch.shape[0]} of {plan.num_frames} frames "
                          "(truncated?)", "re-encode or re-copy the video")
@@ -356,4 +358,5 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def read_single_frame(path: str | os.PathLike, index: int) -> np.ndarray:
     """Frame ``index`` (clamped to the clip) of a video as [H, W, 3] uint8: for previews."""
     reader = _open(check_video_path(path))
-    return reader[max(0, min(index, len(reader) - 1))].asnumpy()
+    with native_stderr():
+        return reader[max(0, min(index, len(reader) - 1))].asnumpy()

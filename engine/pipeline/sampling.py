@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -23,6 +23,7 @@ from .model import LoadedModel
 
 ProgressFn = Callable[[int, int], None]  # (steps done, total)
 StopFn = Callable[[], bool]
+DropFn = Callable[[], list[int]]  # samples (of the current K) to leave out from the next step on
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,12 @@ class Guidance:
         uncond, cond = prediction.chunk(2)
         return uncond + scale * (cond - uncond)
 
+    def select(self, keep: list[int]) -> Guidance:
+        """The conditioning of the samples ``keep`` only (K -> len(keep))."""
+        index = torch.tensor(keep, device=self.positive.device)
+        negative = None if self.negative is None else self.negative.index_select(0, index)
+        return replace(self, positive=self.positive.index_select(0, index), negative=negative)
+
 
 @dataclass(frozen=True)
 class Injection:
@@ -66,6 +73,17 @@ class Injection:
         """Reference latents for forward step ``step``: the trajectory reversed, [R, F, C, H, W]."""
         latent = self.trajectory[self.trajectory.size(0) - 1 - step]  # [1, F, C, H, W]
         return latent.expand(self.embeds.size(0), *latent.shape[1:])
+
+    def select(self, keep: list[int], num_samples: int) -> Injection:
+        """The plan for the samples ``keep`` of ``num_samples`` only: their edited rows (each sample has
+        one per guidance half, [uncond_1..K, cond_1..K]) and the references they still read."""
+        per_sample = self.plan.num_edited // num_samples
+        rows = [half * num_samples + i for half in range(per_sample) for i in keep]
+        read = [self.plan.reference_of[r] for r in rows]
+        used = sorted(set(read))  # references no kept row reads are dropped too
+        reference_of = tuple(used.index(r) for r in read)
+        embeds = self.embeds.index_select(0, torch.tensor(used, device=self.embeds.device))  # [R', T, D]
+        return replace(self, embeds=embeds, plan=InjectionPlan(len(rows), reference_of))
 
 
 @dataclass(frozen=True)
@@ -118,14 +136,16 @@ def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guida
            injection: Injection | None = None, keep_trajectory: bool = False,
            progress: ProgressFn | None = None, should_stop: StopFn | None = None,
            image: torch.Tensor | None = None, exact: ExactInversion | None = None,
-           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+           drop_rows: DropFn | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run ``num_steps`` DDIM steps of ``scheduler`` from ``latents`` [K, F, C, H, W]; an image-to-video
     model conditions the K samples on ``image`` [1 or K, F, C, H, W] (engine.pipeline.conditioning).
 
     Returns the final latents [K, F, C, H, W] (float32) and, with ``keep_trajectory``, every step's
     latents [steps, K, F, C, H, W]. ``should_stop`` is checked before each step (cancellation takes
     effect within one step); ``progress`` is called after each. ``exact`` (inversion only) refines
-    each inverse step by fixed-point iterations, one more model call each.
+    each inverse step by fixed-point iterations, one more model call each. ``drop_rows``, asked after
+    ``should_stop``, names samples to leave out from then on (a cancelled variant): the returned latents
+    are those of the samples kept, in order (not with ``keep_trajectory``).
     """
     scheduler.set_timesteps(num_steps, device=model.device)
     timesteps = scheduler.timesteps
@@ -133,22 +153,23 @@ def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guida
     latents = latents.to(model.device, torch.float32)
     edited_embeds = guidance.rows  # [E, T, D]
     repeats = edited_embeds.size(0) // latents.size(0)
-    if image is not None:
-        image = image.to(model.device, model.dtype).expand(latents.size(0), -1, -1, -1, -1)
-        image = image.repeat(repeats, 1, 1, 1, 1)  # [E, F, C, H, W], as the rows
+    condition = image.to(model.device, model.dtype) if image is not None else None  # [1 or K, F, C, H, W]
     trajectory = []
 
     def guided_prediction(x: torch.Tensor, t: torch.Tensor, i: int) -> torch.Tensor:
         """The model's guided prediction for latents ``x`` [K, F, C, H, W] at step ``i``."""
         rows = x.repeat(repeats, 1, 1, 1, 1)  # [E, F, C, H, W]
-        embeds, plan, images = edited_embeds, None, image
+        images = None
+        if condition is not None:  # as the rows: [E, F, C, H, W]
+            images = condition.expand(x.size(0), -1, -1, -1, -1).repeat(repeats, 1, 1, 1, 1)
+        embeds, plan = edited_embeds, None
         if injection is not None and i < injection.num_steps:
             references = injection.reference_at(i)  # [R, F, C, H, W]
             rows = torch.cat([rows, references])  # [E + R, F, C, H, W]
             embeds = torch.cat([edited_embeds, injection.embeds])
             plan = injection.plan
-            if image is not None:
-                images = torch.cat([image, injection.image.to(image).expand_as(references)])
+            if images is not None:
+                images = torch.cat([images, injection.image.to(images).expand_as(references)])
         rows = scheduler.scale_model_input(rows, t).to(model.dtype)
         prediction = model.forward(rows, embeds, t, rotary, plan, images)
         prediction = prediction[: edited_embeds.size(0)].float()  # drop the references' predictions
@@ -157,6 +178,16 @@ def sample(model: LoadedModel, scheduler, latents: torch.Tensor, guidance: Guida
     for i, t in enumerate(timesteps):
         if should_stop is not None and should_stop():
             raise Cancelled()
+        gone = drop_rows() if drop_rows is not None else []
+        if gone:  # a cancelled variant leaves the batch; the others go on where they are
+            keep = [k for k in range(latents.size(0)) if k not in gone]
+            if injection is not None:
+                injection = injection.select(keep, latents.size(0))
+            if condition is not None and condition.size(0) == latents.size(0):
+                condition = condition[keep]
+            guidance = guidance.select(keep)
+            latents = latents[keep]  # [K', F, C, H, W]
+            edited_embeds = guidance.rows
         prediction = guided_prediction(latents, t, i)
         stepped = scheduler.step(prediction, t, latents, return_dict=False)[0].float()
         if exact is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Protocol
 
@@ -43,10 +43,12 @@ class Device(Protocol):
         """Load the model (blocking); what loaded, or an exception (DeviceLost when the device went away)."""
 
     def run(self, source: str, variants: list[Variant], params: EditParams, output_dir: Path, emit: Emit,
-            should_stop: Callable[[], bool], save_latents: Path | None) -> None:
+            should_stop: Callable[[], bool], save_latents: Path | None,
+            cancelled: Callable[[], Collection[str]]) -> None:
         """Edit ``source`` once per variant (:func:`engine.pipeline.edit.run_edit`): every event goes to
         ``emit`` with this device's name, each finished result folder is complete in ``output_dir``
-        before its JobFinished is emitted."""
+        before its JobFinished is emitted. ``should_stop`` stops the whole run; the variants whose job
+        ids ``cancelled`` names leave the batch and the others go on."""
 
     def hot_sources(self) -> set[str]:
         """Digests of the sources whose inversion the device holds in memory (read under the claim
@@ -86,9 +88,10 @@ class LocalDevice:
         return self.model.family if self.model is not None else None
 
     def run(self, source: str, variants: list[Variant], params: EditParams, output_dir: Path, emit: Emit,
-            should_stop: Callable[[], bool], save_latents: Path | None) -> None:
+            should_stop: Callable[[], bool], save_latents: Path | None,
+            cancelled: Callable[[], Collection[str]]) -> None:
         run_edit(self.model, source, variants, params, output_dir, emit=emit, cache=self.cache,
-                 save_latents=save_latents, should_stop=should_stop)
+                 should_stop=should_stop, save_latents=save_latents, cancelled=cancelled)
 
     def hot_sources(self) -> set[str]:
         return self.cache.held_sources()

@@ -188,8 +188,10 @@ class DeviceRunner:
             self._publish(JobStarted(job.id, device=self.device))
         variants = [Variant(j.id, j.prompt, j.params.seed) for j in batch]
         try:
+            # A cancelled variant leaves the batch and the others go on; all cancelled, or quitting, stops it.
             self.compute.run(batch[0].source, variants, batch[0].params, self.worker.output_dir, self._emit_from_run,
-                             lambda: bool(self.cancel_requested) or self.worker.stopping, self.worker.save_latents)
+                             lambda: self.worker.stopping, self.worker.save_latents,
+                             lambda: frozenset(self.cancel_requested))
         except DeviceLost as exc:
             self._lost(exc, batch)
         except Cancelled:
@@ -240,9 +242,11 @@ class DeviceRunner:
         return self.compute.hot_sources() if self.loaded else set()
 
     def _emit_from_run(self, event: Event) -> None:
-        """Events from a running edit; a finished job is recorded before anyone hears of it."""
+        """Events from a running edit; a finished or cancelled job is recorded before anyone hears of it."""
         if isinstance(event, JobFinished):
             self.worker.store.mark_done(event.job_id, event.output_dir, event.timings, event.metrics)
+        elif isinstance(event, JobCancelled):  # a variant let go while the rest of its batch goes on
+            self.worker.store.mark_cancelled(event.job_id)
         self._publish(event)
         if isinstance(event, StageFinished):
             self._publish_memory()
@@ -253,22 +257,29 @@ class DeviceRunner:
         return [job for job in batch if (record := store.get(job.id)) and record.status == RUNNING]
 
     def _settle_cancelled(self, batch: list[JobRecord]) -> None:
+        """The run stopped: every variant still running was cancelled, or the worker is stopping."""
         store = self.worker.store
+        leftovers = []
         for job in self._unfinished(batch):
             if job.id in self.cancel_requested:
                 store.mark_cancelled(job.id)
                 self._publish(JobCancelled(job.id))
             elif self.worker.stopping:
                 store.mark_interrupted(job.id, "the app stopped while this job ran")
-            else:  # a batch-mate of a cancelled job: back to the front of the queue
-                store.mark_queued(job.id, front=True)
-                self._publish(JobQueued(job.id, job.source, job.prompt, 1))
+            else:  # not expected (the run goes on while any variant is wanted): queued again, not lost
+                leftovers.append(job)
+        self._requeue_front(leftovers)
 
     def _requeue_unfinished(self, batch: list[JobRecord], reason: str) -> None:
         unfinished = self._unfinished(batch)
         self._publish(EditWarning(tuple(j.id for j in unfinished), reason))
-        for job in reversed(unfinished):  # back to the front, in their order
+        self._requeue_front(unfinished)
+
+    def _requeue_front(self, jobs: list[JobRecord]) -> None:
+        """Back to the front of the queue, in their order."""
+        for job in reversed(jobs):
             self.worker.store.mark_queued(job.id, front=True)
+        for job in jobs:
             self._publish(JobQueued(job.id, job.source, job.prompt, 1))
 
     def _lost(self, exc: BaseException, batch: list[JobRecord]) -> None:

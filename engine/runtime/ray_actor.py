@@ -42,6 +42,7 @@ class EditActor:
         self.work = Path(tempfile.mkdtemp(prefix="cogedit-actor-"))  # clips and results in transit
         self.local: LocalDevice | None = None
         self.stop_requested = False
+        self.cancelled: set[str] = set()  # job ids of the running edit cancelled from the head
         self._one_run = threading.Lock()  # a run the head gave up on ends (it was told to stop) before the next
 
     def gpu_ids(self) -> list[int]:
@@ -60,6 +61,10 @@ class EditActor:
         """Stop the running edit within one denoising step (it raises Cancelled)."""
         self.stop_requested = True
 
+    def cancel(self, job_ids: list[str]) -> None:
+        """These variants of the running edit leave its batch (the others go on)."""
+        self.cancelled.update(job_ids)
+
     def clear_memory(self) -> None:
         if self.local is not None:
             self.local.clear_memory()
@@ -76,7 +81,7 @@ class EditActor:
             want_latents: bool) -> Iterator[tuple]:
         """Edit the clip (``clip``: its bytes, or None when this actor already has ``clip_name``)."""
         with self._one_run:
-            self.stop_requested = False
+            self.stop_requested, self.cancelled = False, set()
             yield from self._run(clip, clip_name, params, variants, want_latents)
 
     def _run(self, clip: bytes | None, clip_name: str, params: EditParams, variants: list[Variant],
@@ -90,7 +95,7 @@ class EditActor:
         def edit() -> None:
             try:
                 self.local.run(str(source), variants, params, output, events.put, lambda: self.stop_requested,
-                               latents)
+                               latents, lambda: frozenset(self.cancelled))
             except BaseException as exc:  # handed to the stream: it raises it on the head
                 failure.append(exc)
             finally:

@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import ray
@@ -67,7 +67,8 @@ class RayDevice:
         self._free = free
 
     def run(self, source: str, variants: list[Variant], params: EditParams, output_dir: Path, emit: Emit,
-            should_stop: Callable[[], bool], save_latents: Path | None) -> None:
+            should_stop: Callable[[], bool], save_latents: Path | None,
+            cancelled: Callable[[], Collection[str]]) -> None:
         data = check_video_path(source).read_bytes()  # a clip gone from the head: VideoError, as on one box
         clip_name = hashlib.sha256(data).hexdigest()[:32] + Path(source).suffix
         shipped = clip_name in self._shipped
@@ -75,7 +76,7 @@ class RayDevice:
             None if shipped else ray.put(data), clip_name, params, variants, save_latents is not None)
         self._shipped.add(clip_name)
         done = threading.Event()
-        watcher = threading.Thread(target=self._pass_stop, args=(should_stop, done), daemon=True,
+        watcher = threading.Thread(target=self._pass_stop, args=(should_stop, cancelled, done), daemon=True,
                                    name=f"cogedit-stop-{self.name}")
         watcher.start()
         finished = False
@@ -88,12 +89,18 @@ class RayDevice:
             if not finished:  # the head gave up on the stream (a full disk here...): the actor stops too
                 self.actor.stop.remote()
 
-    def _pass_stop(self, should_stop: Callable[[], bool], done: threading.Event) -> None:
-        """Tell the actor to stop once ``should_stop`` says so (a cancel, the app stopping)."""
+    def _pass_stop(self, should_stop: Callable[[], bool], cancelled: Callable[[], Collection[str]],
+                   done: threading.Event) -> None:
+        """Tell the actor which variants were cancelled (they leave its batch), and to stop once
+        ``should_stop`` says so (the app stopping)."""
+        told: frozenset[str] = frozenset()
         while not done.wait(STOP_POLL_SECONDS):
             if should_stop():
                 self.actor.stop.remote()
                 return
+            if (now := frozenset(cancelled())) != told:
+                self.actor.cancel.remote(sorted(now - told))
+                told = now
 
     def _follow(self, stream, source: str, output_dir: Path, emit: Emit, save_latents: Path | None) -> None:
         for ref in stream:

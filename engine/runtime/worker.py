@@ -7,8 +7,11 @@ API (every method returns at once; results arrive as events through :meth:`Worke
   jobs; ``stop()`` finishes the step under way (a running job becomes interrupted) and ends the
   threads; ``close()`` also frees the data dir.
 - ``submit(JobSpec)`` queues a job (persisted first); ``cancel(id)`` removes a queued job or stops a
-  running one within one denoising step; ``move(id, ±1)`` reorders; ``pause()``/``resume()`` hold the
-  queue after the current jobs; ``requeue(id)`` puts a failed, cancelled or interrupted job back.
+  running one within one denoising step (or VAE block; the rest of its batch goes on);
+  ``move(id, ±1)`` reorders; ``pause()``/``resume()`` hold the queue after the current jobs (the
+  pause is kept in the store across restarts; it holds the app's queue, not the jobs of a worker
+  told to run ``only`` its own, the headless command's); ``requeue(id)`` puts a failed, cancelled or
+  interrupted job back.
 - ``status()`` is a snapshot: each device's state and jobs, and the worker's state summed up.
 
 The devices are this process's GPUs (or its CPU), or with ``config.cluster`` the GPUs of a Ray
@@ -32,7 +35,7 @@ from pathlib import Path
 
 from ..config import DeviceState, DeviceStatus, EngineConfig, JobSpec, WorkerStatus
 from ..errors import EditError
-from ..events import Event, JobCancelled, JobDeleted, JobMoved, JobQueued
+from ..events import EditWarning, Event, JobCancelled, JobDeleted, JobMoved, JobQueued
 from ..kernels.select import apply_speed
 from ..output.atomic import check_output_dir, remove_abandoned_staging
 from ..params import check_prompts
@@ -40,7 +43,7 @@ from ..paths import OUTPUT_FILES, cache_dir, data_dir, default_output_dir
 from ..pipeline.frames import check_video_path, file_digest
 from ..pipeline.inversion_cache import InversionCache
 from ..pipeline.model import LoadedModel, load_model, resolve_devices
-from ..store import QUEUED, RUNNING, DataDirLock, JobRecord, Store
+from ..store import QUEUED, RUNNING, STORE_FILE, DataDirLock, JobRecord, Store
 from .device import Device, LocalDevice
 from .device_runner import BUSY, FAILED, IDLE, LOADING, PAUSED, RETIRED, STOPPED, DeviceRunner, log_exception
 from .events_bus import EventBus
@@ -60,7 +63,7 @@ class Worker:
         self.save_latents: Path | None = None  # the headless command's --save-latents
         self.bus = EventBus()
         self.stopping = False
-        self.paused = False
+        self.paused = store.paused  # kept from the last session
         self.fault: EditError | None = None  # the store cannot be written (a full disk); None once it can
         self._lock = lock
         self._claim = threading.Lock()
@@ -90,7 +93,7 @@ class Worker:
         check_output_dir(config.output_dir or default_output_dir())  # a bad --output-dir fails now, not at export
         lock = DataDirLock(root).acquire()
         try:
-            store = Store(root / "cogedit.db")
+            store = Store(root / STORE_FILE)
         except Exception:
             lock.release()
             raise
@@ -236,12 +239,24 @@ class Worker:
         return done
 
     def pause(self) -> None:
+        """Hold the queue after the current jobs, now and after a restart."""
         self.paused = True
         self.notify()
+        self._keep_paused(True)
 
     def resume(self) -> None:
         self.paused = False
         self.notify()
+        self._keep_paused(False)
+
+    def _keep_paused(self, paused: bool) -> None:
+        """Record the pause in the store; when it cannot be written (a full disk) it still holds for this
+        session, and a warning says so."""
+        try:
+            self.store.set_paused(paused)
+        except EditError as exc:
+            self.bus.publish(EditWarning((), f"the {'pause' if paused else 'resume'} holds until the app "
+                                             f"stops, but is not saved ({exc})"))
 
     def wait_idle(self, job_ids: set[str], timeout: float | None = None) -> bool:
         """Block until none of ``job_ids`` is queued or running (for the headless command), or until the
@@ -280,7 +295,7 @@ class Worker:
 
     def claim_batch(self, runner: DeviceRunner) -> list[JobRecord]:
         """The next batch for ``runner``, marked running (atomically with respect to other devices)."""
-        if self.paused or self.stopping:
+        if self.stopping or (self.paused and self.only is None):
             return []
         with self._claim:
             queue = [j for j in self.store.queued() if self.only is None or j.id in self.only]

@@ -231,7 +231,7 @@ class MainScreen(Screen):
                 progress = self.app.tracker.get(record.id)
                 stage = progress.stage if progress else None
                 what = ("stops after its current step" if progress and progress.total
-                        else f"stops when the {stage_label(stage) or 'current'} stage ends (it has no steps)")
+                        else f"stops in a moment, inside its {stage_label(stage) or 'current'} stage")
                 self.notify(f"“{shorten(record.prompt, 50)}” {what}.", title="Cancelling", markup=False)
             else:
                 self.notify(f"“{shorten(record.prompt, 50)}” will not run (r re-queues it, del removes the row).",
