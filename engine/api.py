@@ -39,6 +39,7 @@ from .config import (
 from .errors import EditError, one_line
 from .events import (
     METRIC_LABELS,
+    PSNR_EDITED,
     PSNR_ROUND_TRIP,
     STAGES,
     EditWarning,
@@ -71,7 +72,19 @@ from .params import (
     parse_value,
 )
 from .paths import OUTPUT_FILES, RESULT_VIDEOS, data_dir
-from .store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, REQUEUEABLE, RUNNING, DataDirLock, JobRecord, Store
+from .store import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    REQUEUEABLE,
+    RUNNING,
+    DataDirLock,
+    JobRecord,
+    Store,
+    variant_key,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -153,7 +166,8 @@ def delete_result(worker: Worker, job_id: str) -> JobRecord | None:
 __all__ = [
     "ATTENTION_CHOICES", "config_flags", "config_from_flags", "DeviceState", "DeviceStatus", "DOWN_STATES", "GIB",
     "JobDeleted", "JobMoved",
-    "METRIC_LABELS", "PSNR_ROUND_TRIP", "one_line", "OUTPUT_FILES", "read_job_file", "Worker", "WorkerStatus",
+    "METRIC_LABELS", "PSNR_EDITED", "PSNR_ROUND_TRIP", "one_line", "OUTPUT_FILES", "read_job_file", "Worker",
+    "WorkerStatus",
     "build_params", "CANCELLED", "check_data_dir_free", "check_latents_path", "check_prompts", "DEFAULT_MODEL",
     "delete_result",
     "describe_source", "DONE", "EditError", "EditParams", "EditWarning", "EngineConfig", "EngineReady",
@@ -161,5 +175,5 @@ __all__ = [
     "JobCancelled", "JobFailed", "JobFinished", "JobQueued", "JobRecord", "JobSpec", "JobStarted",
     "open_worker", "PARAM_SPECS", "ParamsError", "ParamSpec", "parse_value", "PRESETS", "QUEUED",
     "REQUEUEABLE", "result_frame_count", "result_frames", "RESULT_VIDEOS", "RUNNING", "SourceSummary",
-    "StageFinished", "STAGES", "StageStarted", "StepProgress", "Store", "WorkerState",
+    "StageFinished", "STAGES", "StageStarted", "StepProgress", "Store", "variant_key", "WorkerState",
 ]
