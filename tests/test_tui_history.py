@@ -188,3 +188,12 @@ def test_the_query_reads_its_filters_and_names_a_bad_one():
     assert query.words == ["street"] and query.source == "dog" and len(query.statuses) == 4
     assert query.after is not None and query.before is None
     assert query.problems == ["before:nope? use a date like 2026-11-01"]
+
+
+def test_playback_takes_the_frame_rate_job_json_records(tmp_path):
+    from tui.formatting import result_fps
+
+    (tmp_path / "job.json").write_text('{"frames": {"fps": 4.5, "count": 9}}')
+    assert result_fps(str(tmp_path)) == 4.5
+    (tmp_path / "job.json").write_text("{}")
+    assert result_fps(str(tmp_path)) is None and result_fps(str(tmp_path / "gone")) is None

@@ -134,3 +134,20 @@ def test_the_bulk_actions_are_in_the_footer_and_the_palette(tmp_path, tiny_model
             assert "Bring back the jobs last dismissed or cleared from the queue" in titles
 
     asyncio.run(scenario())
+
+
+def test_quit_stays_in_the_80_column_footer_with_rows_marked(tmp_path, tiny_model, clip_path):
+    app = queued_app(tmp_path, tiny_model, clip_path, ["a", "b"])
+
+    async def scenario():
+        async with app.run_test(size=(80, 24)) as pilot:
+            table = app.screen.query_one(QueueTable)
+            await until(pilot, lambda: table.row_count == 2)
+            app.store.mark_done(app.store.jobs()[1].id, str(tmp_path / "b"), {"edit": 1.0}, {})
+            app.main_screen.reload()
+            await pilot.press("space")  # Unmark and Clear join the footer
+            await pilot.pause(0.2)
+            footer = screen_text(app).splitlines()[-1]
+            assert "q Quit" in footer, footer
+
+    asyncio.run(scenario())

@@ -60,8 +60,9 @@ class MainScreen(BulkQueueActions, Screen):
                 tooltip="Remove the selected or marked finished jobs from the queue (results stay in the history)"),
         Binding("h", "history", "History", tooltip="Browse finished results"),
         Binding("d", "toggle_details", "Details", tooltip="Show or hide the job details pane"),
-        *BULK_BINDINGS,
+        # Before the bulk keys: at 80 columns the footer cuts the last ones, and Quit must show.
         Binding("q", "quit_app", "Quit", tooltip="Quit (a running job stops after its current step)"),
+        *BULK_BINDINGS,
     ]]
 
     def __init__(self) -> None:

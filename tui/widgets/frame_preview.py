@@ -20,11 +20,13 @@ from textual_image.widget import Image as AutoImage
 
 from engine.api import result_frame_count
 
+from ..formatting import result_fps
 from .preview_views import MAX_VARIANTS, VIEWS, load_panels
 
 CACHE_FRAMES = 48
 PANELS = MAX_VARIANTS + 1  # image columns; a view shows as many as it has images
-PLAYBACK_FPS = 8
+PLAYBACK_FPS = 8  # when the result's job.json does not say its frame rate
+MAX_PLAYBACK_FPS = 30
 
 
 class FrameSlider(Widget):
@@ -149,7 +151,8 @@ class FramePreview(Vertical):
         if self.playing:
             self.stop_playing()
         elif self.output_dir and self.count > 1 and self.view != "sheet":
-            self._player = self.set_interval(1 / PLAYBACK_FPS, self._next_frame)
+            fps = min(MAX_PLAYBACK_FPS, result_fps(self.output_dir) or PLAYBACK_FPS)
+            self._player = self.set_interval(1 / fps, self._next_frame)
             self.query_one(FrameSlider).set_position(self.index, self.count, True)
 
     def stop_playing(self) -> None:
