@@ -103,6 +103,7 @@ class HistoryScreen(Screen):
         self.query_one("#preview").border_title = "Preview"
         self.query_one("#result-details").border_title = "Result"
         self.app.engine_events.subscribe(self, self._on_engine_news)
+        self.app.store_changed.subscribe(self, lambda _: self.reload())  # opened after the history was
         self.reload()
         self.query_one(ResultsTable).focus()
 
