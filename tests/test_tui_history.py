@@ -197,3 +197,22 @@ def test_playback_takes_the_frame_rate_job_json_records(tmp_path):
     assert result_fps(str(tmp_path)) == 4.5
     (tmp_path / "job.json").write_text("{}")
     assert result_fps(str(tmp_path)) is None and result_fps(str(tmp_path / "gone")) is None
+
+
+def test_a_search_typed_fast_after_slash_lands_in_the_search_not_on_the_keys(fixture_app):
+    from test_tui_usability import type_fast
+
+    app = fixture_app
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await open_history(pilot)
+            type_fast(app, ["slash", *"zebra"])  # z zooms and s sorts when the list has the focus
+            await settle(pilot)
+            search = screen.query_one("#search", Input)
+            assert search.value == "zebra" and not screen.has_class("-zoomed")
+            type_fast(app, ["slash"])  # in the search, / is a slash (source:/data/clips)
+            await settle(pilot)
+            assert search.value == "zebra/"
+
+    asyncio.run(scenario())

@@ -60,7 +60,9 @@ class ResultDeleted(Message):
 class HistoryScreen(Screen):
     CSS_PATH = "../styles/history.tcss"
     BINDINGS = [
-        Binding("slash", "focus_search", "Search", key_display="/",
+        # Priority: the search has the focus before the next key is routed, so "/zebra" typed fast all
+        # lands in it (z and s are keys of this screen too); in the search, / types a slash.
+        Binding("slash", "focus_search", "Search", key_display="/", priority=True,
                 tooltip="Search prompts and sources, or filter: status:failed source:NAME after:DATE"),
         Binding("comma", "step(-1)", "Frame", key_display=",/.", tooltip="Preview the previous frame"),
         Binding("full_stop", "step(1)", "Next frame", show=False, tooltip="Preview the next frame"),
@@ -186,8 +188,12 @@ class HistoryScreen(Screen):
         self.toggle_class("-details-toggled")
 
     def action_focus_search(self) -> None:
+        search = self.query_one("#search", Input)
+        if search.has_focus:
+            search.insert_text_at_cursor("/")
+            return
         self.remove_class("-zoomed")
-        self.query_one("#search", Input).focus()
+        self.set_focus(search)  # now, not after the keys already queued
 
     def action_step(self, delta: int) -> None:
         self.query_one(FramePreview).step(delta)
