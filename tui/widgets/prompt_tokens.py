@@ -38,7 +38,7 @@ class PromptTokens(Static):
             self._timer.stop()
         if not lines:
             self.counts = None
-            self.update("")
+            self.display = False  # no blank line under an empty prompt box
             return
         self._timer = self.set_timer(COUNT_DELAY, lambda: self._count(list(lines)))
 
@@ -61,6 +61,7 @@ class PromptTokens(Static):
         message.stop()
         if message.lines != self.lines:
             return  # typed since
+        self.display = True
         if message.error:
             self.counts = None
             self.update(Text(f"no token counts: {message.error}", style="dim"))
