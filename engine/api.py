@@ -10,7 +10,8 @@ off their UI thread.
 - :func:`describe_source` says what a clip is and how many frames the parameters keep.
 - :func:`result_frame_count` and :func:`result_frames` read frames of a finished result's videos.
 - :func:`delete_result` removes a finished job from history and its folder from disk.
-- :func:`count_prompt_tokens` counts a prompt's T5 tokens against what the model keeps.
+- :func:`count_prompt_tokens` and :func:`prompt_token_limit`: a prompt's tokens as the model's T5
+  encoder counts them, and how many it keeps (the tokenizer is loaded on first use: off the UI thread).
 - :func:`check_data_dir_free` refuses a data dir another process holds, without loading torch;
   :func:`check_latents_path` refuses a ``--save-latents`` path that cannot take a file.
 - :func:`read_job_file` reads a finished result's job.json; :func:`config_flags` and
@@ -73,6 +74,7 @@ from .params import (
     parse_value,
 )
 from .paths import OUTPUT_FILES, RESULT_VIDEOS, data_dir
+from .prompt_tokens import count_prompt_tokens, prompt_token_limit
 from .store import (
     CANCELLED,
     DONE,
@@ -159,15 +161,6 @@ def read_job_file(path: str | Path) -> dict:
     return read(Path(path))
 
 
-def count_prompt_tokens(model: str, text: str) -> tuple[int, int]:
-    """(tokens of ``text``, tokens the model keeps) as ``model``'s T5 text encoder sees a prompt (the end
-    token counted); a longer prompt is cut. Loads the tokenizer on first use (seconds: call it off the
-    UI thread); ModelError when the model is not on this machine (nothing is downloaded)."""
-    from .pipeline.tokens import count_tokens, text_length
-
-    return count_tokens(model, text), text_length(model)
-
-
 def delete_result(worker: Worker, job_id: str) -> JobRecord | None:
     """Forget a finished job and delete its result folder (only a folder that holds its job.json)."""
     return worker.delete(job_id)
@@ -178,8 +171,8 @@ __all__ = [
     "JobDeleted", "JobMoved",
     "METRIC_LABELS", "PSNR_EDITED", "PSNR_ROUND_TRIP", "one_line", "OUTPUT_FILES", "read_job_file", "Worker",
     "WorkerStatus",
-    "build_params", "CANCELLED", "check_data_dir_free", "check_latents_path", "check_prompts", "count_prompt_tokens",
-    "DEFAULT_MODEL",
+    "build_params", "CANCELLED", "check_data_dir_free", "check_latents_path", "check_prompts", "DEFAULT_MODEL",
+    "count_prompt_tokens", "prompt_token_limit",
     "delete_result",
     "describe_source", "DONE", "EditError", "EditParams", "EditWarning", "EngineConfig", "EngineReady",
     "EngineStopped", "Event", "event_to_dict", "FAILED", "field_problem", "GpuMemory", "INTERRUPTED",

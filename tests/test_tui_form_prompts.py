@@ -10,7 +10,7 @@ import pytest
 from test_tui_app import TINY, until
 from textual.widgets import TextArea
 
-from engine.api import EngineConfig, build_params, count_prompt_tokens, open_worker
+from engine.api import EngineConfig, build_params, count_prompt_tokens, open_worker, prompt_token_limit
 from engine.paths import toy_model_dir
 from tui.app import CogeditApp
 from tui.launch import Launch
@@ -33,8 +33,8 @@ def toy_app(tmp_path, model) -> CogeditApp:
 
 def test_each_prompt_line_shows_its_token_count_and_a_cut_line_is_named(tmp_path, tiny_model):
     app = toy_app(tmp_path, tiny_model)
-    short_count, limit = count_prompt_tokens(str(toy_model_dir()), "a cat")
-    long_count, _ = count_prompt_tokens(str(toy_model_dir()), LONG)
+    short_count, long_count = (count_prompt_tokens(str(toy_model_dir()), text) for text in ("a cat", LONG))
+    limit = prompt_token_limit(str(toy_model_dir()))
     assert short_count <= limit < long_count  # the toy model keeps 32 tokens
 
     async def scenario():

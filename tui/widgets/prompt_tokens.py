@@ -10,7 +10,7 @@ from textual.timer import Timer
 from textual.widgets import Static
 from textual.worker import get_current_worker
 
-from engine.api import EditError, count_prompt_tokens
+from engine.api import EditError, count_prompt_tokens, prompt_token_limit
 
 from ..formatting import plural
 from .queue_table import theme_style
@@ -47,13 +47,14 @@ class PromptTokens(Static):
         worker = get_current_worker()
         try:
             model = self.app.wait_for_engine().config.model
-            results = [count_prompt_tokens(model, line) for line in lines]
+            counts = [count_prompt_tokens(model, line) for line in lines]
+            limit = prompt_token_limit(model)
         except (EditError, RuntimeError) as exc:  # the model is not here yet, the engine did not open
             message = self.Counted(lines, None, 0, str(exc).splitlines()[0])
         except Exception as exc:  # an unreadable tokenizer: no counts, the form still works
             message = self.Counted(lines, None, 0, f"{type(exc).__name__}: {exc}".splitlines()[0])
         else:
-            message = self.Counted(lines, [count for count, _ in results], results[0][1], None)
+            message = self.Counted(lines, counts, limit, None)
         if not worker.is_cancelled:
             self.post_message(message)
 
