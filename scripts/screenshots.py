@@ -70,12 +70,14 @@ async def capture(out: Path) -> None:
         await until(lambda: preview.shown_index == 8)
         await pilot.pause(0.3)
         app.save_screenshot("history.svg", str(out))
+        await pilot.press("down")  # a demo variant: its sibling shows beside it
         await pilot.press("v", "v", "v")  # frames, A/B, difference, the variants of the source
         await until(lambda: preview.view == "variants" and preview.shown_index is not None)
         await pilot.pause(0.3)
         app.save_screenshot("history-variants.svg", str(out))
         await pilot.press("v", "v")  # the contact sheet, then the frames again
         await until(lambda: preview.view == "frames" and preview.shown_index is not None)
+        await pilot.press("up")
 
         await pilot.resize_terminal(*SMALL)
         await pilot.pause(0.5)
