@@ -46,6 +46,7 @@ from .config import (
 from .errors import EditError, one_line
 from .events import (
     METRIC_LABELS,
+    PSNR_EDITED,
     PSNR_ROUND_TRIP,
     STAGES,
     EditWarning,
@@ -79,7 +80,19 @@ from .params import (
 )
 from .paths import OUTPUT_FILES, RESULT_VIDEOS, data_dir
 from .prompt_tokens import count_prompt_tokens, prompt_token_limit
-from .store import CANCELLED, DONE, FAILED, INTERRUPTED, QUEUED, REQUEUEABLE, RUNNING, DataDirLock, JobRecord, Store
+from .store import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    REQUEUEABLE,
+    RUNNING,
+    DataDirLock,
+    JobRecord,
+    Store,
+    variant_key,
+)
 from .store_snapshot import StoreSnapshot, read_store_snapshot
 
 if TYPE_CHECKING:
@@ -223,7 +236,8 @@ def delete_result(worker: Worker, job_id: str) -> JobRecord | None:
 __all__ = [
     "ATTENTION_CHOICES", "config_flags", "config_from_flags", "DeviceState", "DeviceStatus", "DOWN_STATES", "GIB",
     "JobDeleted", "JobMoved",
-    "METRIC_LABELS", "PSNR_ROUND_TRIP", "one_line", "OUTPUT_FILES", "read_job_file", "Worker", "WorkerStatus",
+    "METRIC_LABELS", "PSNR_EDITED", "PSNR_ROUND_TRIP", "one_line", "OUTPUT_FILES", "read_job_file", "Worker",
+    "WorkerStatus",
     "build_params", "CANCELLED", "check_data_dir_free", "check_latents_path", "check_output_ready", "check_prompts",
     "DEFAULT_MODEL",
     "count_prompt_tokens", "data_dir", "prompt_token_limit", "read_store_snapshot", "StoreSnapshot",
@@ -233,6 +247,6 @@ __all__ = [
     "JobCancelled", "JobFailed", "JobFinished", "JobQueued", "JobRecord", "JobSpec", "JobStarted",
     "open_worker", "PARAM_SPECS", "ParamsError", "ParamSpec", "parse_value", "PRESETS", "QUEUED",
     "REQUEUEABLE", "result_frame_count", "result_frames", "RESULT_VIDEOS", "RUNNING", "SourceSummary",
-    "StageFinished", "STAGES", "StageStarted", "StepProgress", "Store", "WorkerState", "check_first_frame",
-    "transformer_config",
+    "StageFinished", "STAGES", "StageStarted", "StepProgress", "Store", "variant_key", "WorkerState",
+    "check_first_frame", "transformer_config",
 ]

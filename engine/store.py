@@ -9,6 +9,7 @@ A job found ``running`` when the store opens belonged to a process that died: it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -77,6 +78,12 @@ class JobRecord:
     metrics: dict[str, float]
     error: str | None
     log_path: str | None
+
+
+def variant_key(job: JobRecord) -> tuple:
+    """Jobs with equal keys are variants of one source: same clip, same parameters but the seed. The
+    worker runs them as one batch over one inversion; the history shows them side by side."""
+    return (job.source_sha or job.source, job.source, dataclasses.replace(job.params, seed=0))
 
 
 DATA_DIR_FIX = "make it a writable folder, or point XDG_DATA_HOME at one"

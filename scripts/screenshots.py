@@ -2,7 +2,8 @@
 
 The demo runs on the trained toy model (CPU, under a minute) in a temporary data dir, so the history
 holds real results; the demo's clip comes from the usual cache. Writes main.svg
-(mid-run), new-edit.svg, history.svg at 120x40 and main-80x24.svg, history-80x24.svg.
+(mid-run), new-edit.svg, history.svg, history-variants.svg at 120x40 and main-80x24.svg,
+history-80x24.svg.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ async def capture(out: Path) -> None:
     from tui.screens.history import HistoryScreen
     from tui.screens.new_edit import NewEditScreen
     from tui.widgets.frame_preview import FramePreview
+    from tui.widgets.prompt_tokens import PromptTokens
 
     app = build_app(EngineConfig(device="cpu"), demo=True, image_class=HalfcellImage)
     async with app.run_test(size=SIZE) as pilot:
@@ -56,6 +58,7 @@ async def capture(out: Path) -> None:
         prompts = app.screen.query_one("#prompts", TextArea)
         prompts.text = "a blue ball\na yellow triangle"
         await until(lambda: "keep" in str(app.screen.query_one("#source-summary").render()))
+        await until(lambda: app.screen.query_one(PromptTokens).counts is not None)  # each line's tokens
         await pilot.pause(0.3)
         app.save_screenshot("new-edit.svg", str(out))
         await pilot.press("escape", "h")
@@ -67,6 +70,14 @@ async def capture(out: Path) -> None:
         await until(lambda: preview.shown_index == 8)
         await pilot.pause(0.3)
         app.save_screenshot("history.svg", str(out))
+        await pilot.press("down")  # a demo variant: its sibling shows beside it
+        await pilot.press("v", "v", "v")  # frames, A/B, difference, the variants of the source
+        await until(lambda: preview.view == "variants" and preview.shown_index is not None)
+        await pilot.pause(0.3)
+        app.save_screenshot("history-variants.svg", str(out))
+        await pilot.press("v", "v")  # the contact sheet, then the frames again
+        await until(lambda: preview.view == "frames" and preview.shown_index is not None)
+        await pilot.press("up")
 
         await pilot.resize_terminal(*SMALL)
         await pilot.pause(0.5)

@@ -2,7 +2,8 @@
 
 Drives the app with Pilot over the real worker on the tiny model (a private temporary data dir; the
 demo's clip), with a long edit running, and times from posting a key to the screen showing its effect:
-opening the new-edit form (``n``), typing into it (one character), and closing it (``esc``). Prints
+opening the new-edit form (``n``), typing into it (one character), closing it (``esc``), opening and
+closing the history (``h``, ``esc``). Prints
 the median and the worst of each over ``--rounds`` rounds.
 
     .venv/bin/python scripts/tui_latency.py [--rounds 5] [--steps 400] [--idle]
@@ -41,7 +42,8 @@ async def measure(app, rounds: int, idle: bool) -> dict[str, list[float]]:
 
     from tui.screens.new_edit import NewEditScreen
 
-    figures: dict[str, list[float]] = {"open form (n)": [], "type a character": [], "close form (esc)": []}
+    figures: dict[str, list[float]] = {"open form (n)": [], "type a character": [], "close form (esc)": [],
+                                       "open history (h)": [], "close history (esc)": []}
     async with app.run_test(size=(120, 40)) as pilot:
         while app.store is None or (not idle and not any(r.status == "running" for r in app.store.jobs())):
             await pilot.pause(0.1)
@@ -55,6 +57,11 @@ async def measure(app, rounds: int, idle: bool) -> dict[str, list[float]]:
             figures["type a character"].append(await latency(
                 pilot, ["a"], lambda field=field, before=before: typed(field) > before))
             figures["close form (esc)"].append(await latency(
+                pilot, ["escape"], lambda: app.screen.id == "main"))
+            await pilot.pause(0.5)
+            figures["open history (h)"].append(await latency(
+                pilot, ["h"], lambda: app.screen.id == "history" and app.focused is not None))
+            figures["close history (esc)"].append(await latency(
                 pilot, ["escape"], lambda: app.screen.id == "main"))
             await pilot.pause(0.5)
         running = [r for r in app.store.jobs() if r.status == "running"]
@@ -84,7 +91,8 @@ def main() -> None:
     jobs = [] if args.idle else [JobSpec(str(clip), "a slow cat", params)]
 
     def launcher() -> Launch:
-        worker = open_worker(EngineConfig(model="tiny", device="cpu", output_dir=root / "out"),
+        # The toy model's folder: the form's token counter reads its tokenizer, as in the demo.
+        worker = open_worker(EngineConfig(model=str(model_path), device="cpu", output_dir=root / "out"),
                              root=root / "data", cache_root=root / "cache", loader=lambda device: model)
         return Launch(worker, jobs)
 

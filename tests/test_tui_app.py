@@ -267,7 +267,8 @@ def test_every_screen_action_is_in_the_command_palette(tmp_path, tiny_model, cli
             await pilot.press("escape", "h")
             await until(pilot, lambda: isinstance(app.screen, HistoryScreen))
             titles = {command.title for command in app.get_system_commands(app.screen)}
-            assert {"Search prompts and sources", "Back to the queue"} <= titles
+            assert {"Search prompts and sources, or filter: status:failed source:NAME after:DATE",
+                    "Back to the queue", "Preview on the whole screen, or back"} <= titles
 
     asyncio.run(scenario())
 

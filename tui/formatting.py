@@ -147,14 +147,27 @@ def shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
+def _job_file(output_dir: str | None) -> dict:
+    """A result's job.json as a dict; empty when there is none or it is unreadable."""
+    if not output_dir:
+        return {}
+    try:
+        job = json.loads((Path(output_dir) / OUTPUT_FILES["job"]).read_text())
+    except (OSError, ValueError):
+        return {}
+    return job if isinstance(job, dict) else {}
+
+
 def result_approximations(output_dir: str | None) -> str | None:
     """What a finished result ran approximately at the engine level (FP8 projections), as its job.json
     records it; None for an exact result or an unreadable folder. Per-job approximations
     (``shared_reference``) are parameters and show with them."""
-    if not output_dir:
-        return None
-    try:
-        model = json.loads((Path(output_dir) / OUTPUT_FILES["job"]).read_text()).get("model", {})
-    except (OSError, ValueError, AttributeError):
-        return None
+    model = _job_file(output_dir).get("model", {})
     return model.get("linear_layers") if isinstance(model, dict) else None
+
+
+def result_fps(output_dir: str | None) -> float | None:
+    """The frame rate of a result's videos, as its job.json records it (None: not recorded)."""
+    frames = _job_file(output_dir).get("frames", {})
+    fps = frames.get("fps") if isinstance(frames, dict) else None
+    return float(fps) if isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps > 0 else None

@@ -26,7 +26,6 @@ serves the inversion to a device that does not hold it); a batch whose holder is
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import threading
 import time
@@ -43,7 +42,7 @@ from ..paths import OUTPUT_FILES, cache_dir, data_dir, default_output_dir
 from ..pipeline.frames import check_video_path, file_digest
 from ..pipeline.inversion_cache import InversionCache
 from ..pipeline.model import LoadedModel, load_model, resolve_devices
-from ..store import QUEUED, RUNNING, STORE_FILE, DataDirLock, JobRecord, Store
+from ..store import QUEUED, RUNNING, STORE_FILE, DataDirLock, JobRecord, Store, variant_key
 from .device import Device, LocalDevice
 from .device_runner import BUSY, FAILED, IDLE, LOADING, PAUSED, RETIRED, STOPPED, DeviceRunner, log_exception
 from .events_bus import EventBus
@@ -349,8 +348,8 @@ def device_loader(config: EngineConfig, loader: Loader | None = None) -> Loader:
 
 
 def _batch_key(job: JobRecord) -> tuple:
-    """Jobs with equal keys can run as variants of one batch: same source, same parameters but seed."""
-    return (job.source_sha or job.source, job.source, dataclasses.replace(job.params, seed=0))
+    """Jobs with equal keys can run as variants of one batch (the store's rule, shared with the history)."""
+    return variant_key(job)
 
 
 __all__ = ["EngineConfig", "JobSpec", "Worker"]

@@ -12,10 +12,6 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Label
 
 from engine.api import (
-    CANCELLED,
-    DONE,
-    FAILED,
-    INTERRUPTED,
     QUEUED,
     REQUEUEABLE,
     RUNNING,
@@ -31,47 +27,49 @@ from engine.api import (
     StageFinished,
     StageStarted,
     StepProgress,
-    delete_result,
 )
 
-from ..formatting import format_eta, shorten, stage_label
+from ..formatting import clean, format_eta, shorten
 from ..widgets.adaptive_footer import AdaptiveFooter
 from ..widgets.devices_panel import DevicesPanel
 from ..widgets.engine_header import EngineHeader
 from ..widgets.event_log import EventLog
 from ..widgets.job_details import JobDetails
 from ..widgets.queue_table import QueueTable
-from .confirm import ConfirmScreen
+from .queue_bulk import BULK_BINDINGS, FINISHED, BulkQueueActions
 
 RELOAD_EVENTS = (JobQueued, JobStarted, JobFinished, JobFailed, JobCancelled, EngineStopped, EngineReady)
 PROGRESS_EVENTS = (StageStarted, StepProgress, StageFinished)
-FINISHED = (DONE, FAILED, CANCELLED, INTERRUPTED)
 
 
-class MainScreen(Screen):
+class MainScreen(BulkQueueActions, Screen):
     # Priority bindings run in the app's own message loop as the key arrives, so a screen opened by one
     # is mounted and focused before the next key is routed: text typed right after n lands in the form.
     # (This screen has no text field for them to shadow.)
     BINDINGS = [dataclasses.replace(binding, priority=True) for binding in [
         Binding("n", "new_edit", "New", tooltip="New edit: a clip, prompts and parameters"),
         Binding("c", "duplicate", "Copy", tooltip="Duplicate the selected job into the form, to tweak it"),
-        Binding("x", "cancel_job", "Cancel", tooltip="Cancel the selected job (a running one stops after its step)"),
+        Binding("x", "cancel_job", "Cancel",
+                tooltip="Cancel the selected or marked jobs (a running one stops after its step)"),
         Binding("r", "requeue", "Requeue", tooltip="Re-queue the selected failed, cancelled or interrupted job"),
         Binding("K,shift+up", "move(-1)", "Move", key_display="K/J", tooltip="Move the selected job up the queue"),
         Binding("J,shift+down", "move(1)", "Down", show=False, tooltip="Move the selected job down the queue"),
         Binding("p", "pause", "Pause", tooltip="Pause the queue (the running job finishes)"),
         Binding("p", "resume", "Resume", tooltip="Resume the queue"),
         Binding("delete", "dismiss_job", "Dismiss", key_display="del",
-                tooltip="Remove the selected finished job from the queue (results stay in the history)"),
+                tooltip="Remove the selected or marked finished jobs from the queue (results stay in the history)"),
         Binding("h", "history", "History", tooltip="Browse finished results"),
         Binding("d", "toggle_details", "Details", tooltip="Show or hide the job details pane"),
+        # Before the bulk keys: at 80 columns the footer cuts the last ones, and Quit must show.
         Binding("q", "quit_app", "Quit", tooltip="Quit (a running job stops after its current step)"),
+        *BULK_BINDINGS,
     ]]
 
     def __init__(self) -> None:
         super().__init__(id="main")
         self._records: dict[str, JobRecord] = {}
         self._early_notes: list[tuple[str, str]] | None = []  # notes from before this screen was mounted
+        self.init_bulk()
 
     def compose(self) -> ComposeResult:
         yield EngineHeader()
@@ -79,6 +77,7 @@ class MainScreen(Screen):
         with Vertical(id="queue-pane"):
             yield QueueTable(id="queue")
             yield Label("The queue is empty: press n for a new edit.", id="queue-empty")
+            yield Label("", id="queue-reason", markup=False)  # the selected job's error, whole
         with Horizontal(id="main-bottom"):
             yield JobDetails(id="details", placeholder="Select a job to see its parameters and timings.")
             yield EventLog(id="log")
@@ -153,6 +152,7 @@ class MainScreen(Screen):
     def reload(self) -> None:
         records = self.app.queue_records()
         self._records = {r.id: r for r in records}
+        self.prune_marks()
         self.query_one(QueueTable).show_jobs(records, self.app.tracker.get)
         empty = not records and self.app.store is not None
         table = self.query_one(QueueTable)
@@ -176,6 +176,10 @@ class MainScreen(Screen):
     def _show_details(self) -> None:
         record = self.selected
         self.query_one(JobDetails).show(record, self.app.tracker.get(record.id) if record else None)
+        reason = self.query_one("#queue-reason", Label)
+        error = record.error if record is not None and record.status in FINISHED else None
+        reason.update(f"{record.status}: {clean(error)}" if error else "")
+        reason.display = bool(error)
 
     def on_data_table_row_highlighted(self, _event: DataTable.RowHighlighted) -> None:
         self._show_details()
@@ -184,18 +188,19 @@ class MainScreen(Screen):
     # -- actions -------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        bulk = self.bulk_applicable(action)
+        if bulk is not None:
+            return bulk
         record = self.selected
         status = record.status if record else None
         engine_open = self.app.engine is not None
         applicable = {
             "new_edit": True,
             "duplicate": record is not None,
-            "cancel_job": status in (QUEUED, RUNNING),
             "requeue": status in REQUEUEABLE,
             "move": status == QUEUED,
             "pause": engine_open and not self.app.queue_paused,
             "resume": engine_open and self.app.queue_paused,
-            "dismiss_job": status in FINISHED,
         }
         return applicable.get(action, True)
 
@@ -221,23 +226,6 @@ class MainScreen(Screen):
 
         await open_screen(self.app, HistoryScreen())
 
-    def action_cancel_job(self) -> None:
-        record = self.selected
-        if record is None or self.app.engine is None:
-            return
-        if self.app.engine.cancel(record.id):
-            if record.status == RUNNING:
-                self.app.tracker.mark_cancelling(record.id)
-                progress = self.app.tracker.get(record.id)
-                stage = progress.stage if progress else None
-                what = ("stops after its current step" if progress and progress.total
-                        else f"stops in a moment, inside its {stage_label(stage) or 'current'} stage")
-                self.notify(f"“{shorten(record.prompt, 50)}” {what}.", title="Cancelling", markup=False)
-            else:
-                self.notify(f"“{shorten(record.prompt, 50)}” will not run (r re-queues it, del removes the row).",
-                            title="Cancelled", markup=False)
-        self.reload()
-
     def action_requeue(self) -> None:
         record = self.selected
         if record is not None and self.app.engine is not None and self.app.engine.requeue(record.id):
@@ -258,27 +246,6 @@ class MainScreen(Screen):
         self.app.resume_queue()
         self.notify("The queue runs again.", title="Queue resumed")
         self.refresh_bindings()
-
-    def action_dismiss_job(self) -> None:
-        record = self.selected
-        if record is None or record.status not in FINISHED or self.app.store is None:
-            return
-        if record.status == DONE:
-            self.app.hidden_jobs.add(record.id)  # its result stays in the history
-            self.notify(f"“{shorten(record.prompt, 50)}” (its result stays in the history: h).",
-                        title="Dismissed", markup=False)
-            self.reload()
-            return
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                delete_result(self.app.engine, record.id)  # nothing was written for it: forget the job
-                self.notify(f"“{shorten(record.prompt, 50)}”", title="Job deleted", markup=False)
-                self.reload()
-
-        message = (f"“{shorten(record.prompt, 60)}” ({record.status})\nIt has no result; the job is forgotten "
-                   "and cannot be re-queued.")
-        self.app.push_screen(ConfirmScreen("Delete this job?", message), answered)
 
     async def action_quit_app(self) -> None:
         await self.app.action_quit()

@@ -1,5 +1,6 @@
-"""The new-edit form: a source clip (with what the settings keep of it), one prompt per line, a preset,
-and every parameter generated from the engine's specs. Submit queues one job per prompt line."""
+"""The new-edit form: a source clip (with what the settings keep of it), one prompt per line (with each
+line's token count), a preset, and every parameter generated from the engine's specs. Submit queues one
+job per prompt line."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from ..widgets.adaptive_footer import AdaptiveFooter
 from ..widgets.engine_header import EngineHeader
 from ..widgets.params_form import ParamsForm
 from ..widgets.path_input import VIDEO_EXTENSIONS, PathInput
+from ..widgets.prompt_tokens import PromptTokens
 
 if TYPE_CHECKING:
     from ..app import CogeditApp
@@ -118,6 +120,7 @@ class NewEditScreen(Screen):
             yield TextArea("\n".join(self.initial_prompts), id="prompts", soft_wrap=True, tab_behavior="focus",
                            show_line_numbers=True)
             yield Label("", id="prompts-error", classes="form-error", markup=False)
+            yield PromptTokens(id="prompt-tokens")
             with Horizontal(id="preset-row"):
                 yield Label("Preset", classes="form-label")
                 yield Select([(name, name) for name in presets], value=self.initial_preset or Select.NULL,
@@ -130,6 +133,7 @@ class NewEditScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#form").border_title = "New edit"
+        self.query_one(PromptTokens).count_soon(self.prompts())
         self._update_submit_label()
         if self.initial_source:
             self._describe_soon()
@@ -213,7 +217,9 @@ class NewEditScreen(Screen):
 
     def on_text_area_changed(self, _event: TextArea.Changed) -> None:
         self._update_submit_label()
-        if self.prompts():
+        prompts = self.prompts()
+        self.query_one(PromptTokens).count_soon(prompts)
+        if prompts:
             self._prompts_error("")
 
     def _update_submit_label(self) -> None:

@@ -9,8 +9,14 @@ from ..formatting import WIDE_COLUMNS
 
 
 class AdaptiveFooter(Footer):
+    """``always_compact``: a screen with many keys (the history) is compact at every width."""
+
+    def __init__(self, *, always_compact: bool = False) -> None:
+        super().__init__()
+        self.always_compact = always_compact
+
     def on_resize(self, event: events.Resize) -> None:
-        self.compact = self.app.size.width < WIDE_COLUMNS
+        self.compact = self.always_compact or self.app.size.width < WIDE_COLUMNS
         # Narrower, the palette's key would cut the last binding (Quit) short, or show as a stray word; ctrl+p
         # still opens it (the README and the event log's first line say so).
         self.show_command_palette = self.app.size.width >= WIDE_COLUMNS

@@ -27,9 +27,10 @@ class FlexTable(DataTable):
     def on_resize(self, event: events.Resize) -> None:
         if event.size.width != self._width:
             self._width = event.size.width
+            selected = self.selected_key  # clearing the columns loses the cursor's row
             self.clear(columns=True)
             self._add_columns()
-            self._fill()
+            self._fill(selected)
 
     def _add_columns(self) -> None:
         fixed = sum(width + 2 for _, _, width in self.COLUMNS if width)
@@ -47,8 +48,8 @@ class FlexTable(DataTable):
         self._rows = rows
         self._fill()
 
-    def _fill(self) -> None:
-        selected = self.selected_key
+    def _fill(self, selected: str | None = None) -> None:
+        selected = selected or self.selected_key
         self.clear()
         for key, cells in self._rows:
             self.add_row(*map(_plain, cells), key=key)

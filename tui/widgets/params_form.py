@@ -19,7 +19,9 @@ class ParamField(Vertical):
     """One parameter: name, editor (Input, Select or Checkbox by its kind), hint, help, error."""
 
     def __init__(self, spec: ParamSpec, value: Any) -> None:
-        super().__init__(id=f"field-{spec.name}", classes="param-field")
+        # A text parameter (the negative and inversion prompts) gets the row's width for its editor.
+        text = spec.kind is str and not spec.choices
+        super().__init__(id=f"field-{spec.name}", classes="param-field -text" if text else "param-field")
         self.spec = spec
         self._initial = value
 

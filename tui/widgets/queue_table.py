@@ -1,5 +1,5 @@
 """The queue: one row per job (source, prompt, status with the stage counter, the current stage's progress
-or time spent, the whole job's ETA)."""
+or time spent, the whole job's ETA); marked rows (for the bulk actions) show a ● before their source."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from ..formatting import clean, format_duration, format_eta, progress_bar, sourc
 from ..progress import JOB_STAGES, JobProgress
 from .flex_table import FlexTable
 
+MARK = "● "
 STATUS_STYLES = {QUEUED: "dim", RUNNING: "bold $accent", DONE: "bold $success", FAILED: "bold $error",
                  CANCELLED: "dim italic", INTERRUPTED: "$warning", "cancelling": "bold $warning"}
 
@@ -22,6 +23,7 @@ class QueueTable(FlexTable):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.job_eta = lambda progress: (None, False)  # (seconds left in the job, exact?): the app's tracker
+        self.marked: set[str] = set()  # job ids marked for a bulk action (space)
 
     def show_jobs(self, records: list[JobRecord], progress_of) -> None:
         self.show_rows([(r.id, self._cells(r, progress_of(r.id))) for r in records])
@@ -38,7 +40,9 @@ class QueueTable(FlexTable):
             elif progress.stage_number:
                 label = f"running {progress.stage_number}/{len(JOB_STAGES)}"
         status = Text(label, style=self._style(label if label == "cancelling" else record.status))
-        return [source_name(record.source), clean(record.prompt), status, *self._progress(record, progress)]
+        source = (Text(MARK + source_name(record.source), style=theme_style(self, "bold $accent"), no_wrap=True,
+                       overflow="ellipsis") if record.id in self.marked else source_name(record.source))
+        return [source, clean(record.prompt), status, *self._progress(record, progress)]
 
     def _style(self, status: str) -> str:
         return theme_style(self, STATUS_STYLES.get(status, ""))
