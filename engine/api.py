@@ -43,6 +43,7 @@ from .config import (
     config_flags,
     config_from_flags,
 )
+from .data_dir import DataDirLock
 from .errors import EditError, one_line
 from .events import (
     METRIC_LABELS,
@@ -88,7 +89,6 @@ from .store import (
     QUEUED,
     REQUEUEABLE,
     RUNNING,
-    DataDirLock,
     JobRecord,
     Store,
     variant_key,

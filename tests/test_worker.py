@@ -10,9 +10,10 @@ import torch
 from conftest import Recorder, finished, open_worker, run_jobs
 
 from engine.api import DeviceState, DeviceStatus, JobMoved
+from engine.data_dir import DataDirBusy
 from engine.events import EditWarning, JobFailed, JobFinished, StageFinished, StageStarted, StepProgress
 from engine.runtime.worker import EngineConfig, JobSpec, Worker
-from engine.store import CANCELLED, DONE, FAILED, QUEUED, DataDirBusy
+from engine.store import CANCELLED, DONE, FAILED, QUEUED
 
 
 def test_two_variants_of_one_clip_run_one_inversion(tmp_path, tiny_model, clip_path, tiny_params):

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import DeviceState, DeviceStatus, EngineConfig, JobSpec, WorkerStatus
+from ..data_dir import DataDirLock
 from ..errors import EditError
 from ..events import EditWarning, Event, JobCancelled, JobDeleted, JobMoved, JobQueued
 from ..kernels.select import apply_speed
@@ -42,7 +43,7 @@ from ..paths import OUTPUT_FILES, cache_dir, data_dir, default_output_dir
 from ..pipeline.frames import check_video_path, file_digest
 from ..pipeline.inversion_cache import InversionCache
 from ..pipeline.model import LoadedModel, load_model, resolve_devices
-from ..store import QUEUED, RUNNING, STORE_FILE, DataDirLock, JobRecord, Store, variant_key
+from ..store import QUEUED, RUNNING, STORE_FILE, JobRecord, Store, variant_key
 from .device import Device, LocalDevice
 from .device_runner import BUSY, FAILED, IDLE, LOADING, PAUSED, RETIRED, STOPPED, DeviceRunner, log_exception
 from .events_bus import EventBus
