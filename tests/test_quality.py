@@ -20,6 +20,9 @@ from engine.quality.suite import ROWS_BY_NAME, make_suite, run_suite
 from engine.toy.world import COLOURS, SHAPES, parse_prompt, sample_scene
 
 CLIPS = 10
+# The suite's 40 edits take about 4 minutes on a quiet 2-core CPU: the fixture's first test gets room
+# beyond the default 300 s for a loaded one.
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
