@@ -70,7 +70,7 @@ class CogeditApp(App):
     TITLE = "cogedit-tui"
     # Shared by every screen, and the main screen's (the default screen: Textual loads no CSS_PATH of its
     # own); the other screens name theirs.
-    CSS_PATH = ["styles/app.tcss", "styles/main.tcss", "styles/devices.tcss"]
+    CSS_PATH = ["app.tcss", "screens/main.tcss", "widgets/devices_panel.tcss"]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_COLUMNS, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
     # q quits from the main screen only (its binding); ctrl+q (Textual's) anywhere: both ask while a job runs.

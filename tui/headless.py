@@ -89,27 +89,26 @@ class ProgressBars:
         self.progress.stop()
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, StageStarted):
-            label = event.stage.replace("_", " ")
-            self.tasks[event.stage] = self.progress.add_task(label, total=event.total_steps or 1, rate="")
-        elif isinstance(event, StepProgress) and event.stage in self.tasks:
-            self.progress.update(self.tasks[event.stage], completed=event.step, total=event.total,
-                                 rate=f"{event.it_per_s:.2f} it/s")
-        elif isinstance(event, StageFinished) and event.stage in self.tasks:
-            task = self.tasks[event.stage]
-            note = "cached" if event.cached else f"{event.seconds:.1f} s"
-            self.progress.update(task, completed=self.progress.tasks[task].total, rate=note)
-        elif isinstance(event, EngineReady):
-            self.console.print(f"[green]model ready[/] {event.model} on {event.device} ({event.dtype}) "
-                               f"in {event.seconds:.1f} s")
-        elif isinstance(event, EditWarning):
-            self.console.print(f"[yellow]warning:[/] {event.message}")
-        elif isinstance(event, JobFailed):
-            self.console.print(f"[red]failed[/] {event.job_id}: {event.reason}")
-        elif isinstance(event, JobCancelled):
-            self.console.print(f"[yellow]cancelled[/] {event.job_id}")
-        elif isinstance(event, JobFinished):
-            metrics = event.metrics
-            self.console.print(
-                f"[green]done[/] {event.job_id}: round-trip PSNR "
-                f"{metrics.get(PSNR_ROUND_TRIP, float('nan')):.2f} dB")
+        match event:
+            case StageStarted(stage=stage, total_steps=total):
+                self.tasks[stage] = self.progress.add_task(stage.replace("_", " "), total=total or 1, rate="")
+            case StepProgress(stage=stage) if stage in self.tasks:
+                self.progress.update(self.tasks[stage], completed=event.step, total=event.total,
+                                     rate=f"{event.it_per_s:.2f} it/s")
+            case StageFinished(stage=stage) if stage in self.tasks:
+                task = self.tasks[stage]
+                note = "cached" if event.cached else f"{event.seconds:.1f} s"
+                self.progress.update(task, completed=self.progress.tasks[task].total, rate=note)
+            case EngineReady():
+                self.console.print(f"[green]model ready[/] {event.model} on {event.device} ({event.dtype}) "
+                                   f"in {event.seconds:.1f} s")
+            case EditWarning():
+                self.console.print(f"[yellow]warning:[/] {event.message}")
+            case JobFailed():
+                self.console.print(f"[red]failed[/] {event.job_id}: {event.reason}")
+            case JobCancelled():
+                self.console.print(f"[yellow]cancelled[/] {event.job_id}")
+            case JobFinished(metrics=metrics):
+                self.console.print(
+                    f"[green]done[/] {event.job_id}: round-trip PSNR "
+                    f"{metrics.get(PSNR_ROUND_TRIP, float('nan')):.2f} dB")

@@ -58,7 +58,7 @@ class ResultDeleted(Message):
 
 
 class HistoryScreen(Screen):
-    CSS_PATH = "../styles/history.tcss"
+    CSS_PATH = "history.tcss"
     BINDINGS = [
         # Priority: the search has the focus before the next key is routed, so "/zebra" typed fast all
         # lands in it (z and s are keys of this screen too); in the search, / types a slash.

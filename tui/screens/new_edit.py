@@ -59,7 +59,7 @@ class Submitted(Message):
 
 
 class NewEditScreen(Screen):
-    CSS_PATH = "../styles/new_edit.tcss"
+    CSS_PATH = "new_edit.tcss"
     AUTO_FOCUS = ""  # on_mount focuses the first field to fill (the scroll container would take it)
     BINDINGS = [
         Binding("ctrl+s", "submit", "Queue", tooltip="Queue one edit per prompt line", priority=True),

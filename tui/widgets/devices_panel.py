@@ -91,17 +91,20 @@ class DevicesPanel(Vertical):
 
     def _on_engine_news(self, event: Event) -> None:
         self._add_engine_devices()
-        if isinstance(event, WorkerState):
-            view = self._view(event.device)
-            view.state, view.job_ids = event.state, tuple(event.job_ids)
-        elif isinstance(event, JobStarted) and event.device:
-            view = self._view(event.device)
-            if event.job_id not in view.job_ids:
-                view.job_ids += (event.job_id,)
-        elif isinstance(event, EngineStopped) and event.device and event.fault:
-            self._view(event.device).reason = clean(event.reason)
-        elif not isinstance(event, GpuMemory):
-            return
+        match event:
+            case WorkerState():
+                view = self._view(event.device)
+                view.state, view.job_ids = event.state, tuple(event.job_ids)
+            case JobStarted(device=device) if device:
+                view = self._view(device)
+                if event.job_id not in view.job_ids:
+                    view.job_ids += (event.job_id,)
+            case EngineStopped(device=device, fault=True) if device:
+                self._view(device).reason = clean(event.reason)
+            case GpuMemory():
+                pass  # shown by _show_all below
+            case _:
+                return
         self._show_all()
 
     def _view(self, device: str, state: str = DeviceState.STOPPED.value, job_ids: tuple[str, ...] = ()) -> DeviceView:
