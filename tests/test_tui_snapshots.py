@@ -114,7 +114,7 @@ def fixture_app(tmp_path, monkeypatch):
 async def settle(pilot) -> None:
     """Wait until the engine is open and every thread worker (source probe, frames) has reported."""
     app = pilot.app
-    for _ in range(200):
+    for _ in range(600):  # up to 30 s: a loaded CPU draws the preview late
         await pilot.pause(0.05)
         busy = [w for w in app.workers if w.is_running or w.state.name == "PENDING"]
         preview = app.screen.query("#preview")
