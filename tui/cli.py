@@ -269,6 +269,9 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _stop_on_termination():
     """Ctrl-C, SIGTERM (``timeout``, a scheduler) and SIGHUP (a closed terminal) stop the edit cleanly
     (KeyboardInterrupt, or Terminated): its jobs are left interrupted, nothing half-written stays.
@@ -281,10 +284,12 @@ def _stop_on_termination():
         if received:
             return
         received.append(signum)
+        for other in STOP_SIGNALS:  # ignored by the OS from now on, also while the interpreter exits (when
+            signal.signal(other, signal.SIG_IGN)  # Python has put back the default, which would kill it)
         raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
     previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in STOP_SIGNALS:
         try:
             previous[signum] = signal.signal(signum, stop)
         except ValueError:  # not the main thread (a test driving main() from a thread): left as it is
