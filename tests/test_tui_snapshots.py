@@ -126,6 +126,13 @@ async def settle(pilot) -> None:
     for widget in app.screen.query(TextArea):
         widget.cursor_blink = False
     await pilot.pause(0.1)
+    previous = None
+    for _ in range(100):  # and until two frames 0.2 s apart agree (a late layout pass on a loaded CPU)
+        frame = app.export_screenshot()
+        if frame == previous:
+            break
+        previous = frame
+        await pilot.pause(0.2)
 
 
 def run_before(*keys: str):
