@@ -47,9 +47,14 @@ def make_app(tmp_path, model, start_engine=True, jobs=(), **config) -> CogeditAp
 
 
 async def until(pilot, predicate, timeout: float = 90.0) -> None:
+    from textual.widgets.data_table import RowDoesNotExist
+
     for _ in range(int(timeout / 0.05)):
-        if predicate():
-            return
+        try:
+            if predicate():
+                return
+        except RowDoesNotExist:  # a table caught between clearing and refilling its rows: not yet
+            pass
         await pilot.pause(0.05)
     store = pilot.app.store
     jobs = [(r.prompt, r.status, r.error) for r in store.jobs()] if store else None
