@@ -40,7 +40,7 @@ from engine.api import (
 )
 from engine.runtime.worker import Worker
 
-NODE = {"num_cpus": 1, "object_store_memory": 80 * 2**20}  # small: the tiny model's clips and results
+NODE = {"num_cpus": 2, "object_store_memory": 80 * 2**20}  # small: the tiny model's clips and results
 # Notice a dead node within about a second (Ray's default waits tens of seconds).
 FAST_HEALTH = {"health_check_period_ms": 300, "health_check_failure_threshold": 3, "health_check_initial_delay_ms": 0}
 PARAMS = {"height": 64, "width": 96, "max_num_frames": 9, "num_inference_steps": 4}
@@ -158,6 +158,7 @@ def main(report_path: str, model: str, *clips: str) -> None:
             report["devices"] = [r.device for r in worker.runners]
             report["ready_devices"] = [e.device for e in events.of(EngineReady)]
             report["second_node"] = second.node_id
+            report["actor_threads"] = [ray.get(r.compute.actor.cpu_threads.remote()) for r in worker.runners]
 
             jobs = worker.submit_many([JobSpec(clips[0], f"variant {i}", build_params(PARAMS)) for i in range(4)])
             events.wait(lambda: events.ended([j.id for j in jobs]), "the four variants")

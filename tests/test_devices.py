@@ -107,10 +107,16 @@ def test_the_device_benchmark_reports_a_failed_job_and_why(tmp_path, make_clip, 
     assert (run["jobs"], run["finished"]) == (2, 1)
     (failure,) = run["failures"].values()
     assert failure.startswith("cannot read broken.mp4 as a video") and "Traceback" not in failure[:40]
+    # Where the finished job's time went, stage by stage in the order they run (the Ray comparison's
+    # diagnosis): neither the warm-up jobs' stages nor the inversion the warm-up left in the cache count.
+    stages = run["stage_seconds_per_job"]
+    assert list(stages) == ["frames", "edit", "decode", "export"], stages
+    assert 0 < sum(stages.values()) < run["seconds_per_job"]
     run.update(speedup=1.0, scaling_efficiency=1.0)  # run_device_scaling's, against the one-device run
     report = format_scaling({"arch": "tiny", "frames": 9, "steps": 6, "sources": 2, "variants": 1,
                              "compiled_blocks": False, "device_name": "cpu", "runs": [run]})
     assert "FAILED on 2 device(s)" in report and failure.splitlines()[0] in report
+    assert "local stages per job: frames " in report and "; outside them " in report
 
 
 @pytest.mark.slow

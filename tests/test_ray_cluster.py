@@ -74,6 +74,11 @@ def test_one_device_per_node_named_after_it(report):
     assert sorted(report["ready_devices"]) == sorted(devices)  # each loaded its model once, on its node
 
 
+def test_each_actor_computes_on_its_nodes_cpus_not_on_the_one_thread_ray_gives_it(report):
+    # Ray starts actors with OMP_NUM_THREADS=1; the frames, the export and a CPU model would run on one core
+    assert report["actor_threads"] == [2, 2], report["actor_threads"]  # each node has 2 CPUs, one actor
+
+
 def test_variants_spread_over_both_nodes_and_land_on_the_head(report):
     jobs = report["spread"]
     assert [job["status"] for job in jobs] == ["done"] * 4, jobs

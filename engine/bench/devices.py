@@ -29,7 +29,7 @@ import torch
 
 from ..config import GIB, EngineConfig, JobSpec
 from ..demo.sample_clip import write_sample_clip
-from ..events import EngineReady, Event, JobCancelled, JobFailed, JobFinished, JobStarted
+from ..events import STAGES, EngineReady, Event, JobCancelled, JobFailed, JobFinished, JobStarted, StageFinished
 from ..kernels.select import apply_speed, resolve_attention
 from ..params import build_params
 from ..pipeline.model import wrap_pipeline
@@ -65,11 +65,15 @@ class _Tracker:
         self.ended: dict[str, str] = {}
         self.device_of: dict[str, str] = {}
         self.failures: dict[str, str] = {}
+        self.timed: set[str] = set()  # the jobs whose stages are summed
+        self.stage_seconds: dict[str, float] = {}  # summed over their batches that ran (not cached ones)
 
     def __call__(self, event: Event) -> None:
         with self.cond:
             if isinstance(event, EngineReady):
                 self.ready += 1
+            elif isinstance(event, StageFinished) and not event.cached and self.timed.intersection(event.job_ids):
+                self.stage_seconds[event.stage] = self.stage_seconds.get(event.stage, 0.0) + event.seconds
             elif isinstance(event, JobStarted):
                 self.device_of[event.job_id] = event.device
             elif isinstance(event, (JobFinished, JobFailed, JobCancelled)):
@@ -145,6 +149,7 @@ def _run_queue(arch: BenchArch, devices: list[str], clips: list[Path], warm_clip
         worker.pause()
         tracker.ended.clear()
         jobs = [worker.submit(JobSpec(str(clip), prompt, params)) for clip in clips for prompt in prompts]
+        tracker.timed = {job.id for job in jobs}
         start = time.perf_counter()
         worker.resume()
         tracker.wait(lambda: len(tracker.ended) == len(jobs), timeout)
@@ -158,7 +163,8 @@ def _run_queue(arch: BenchArch, devices: list[str], clips: list[Path], warm_clip
     return {"devices": devices, "jobs": len(jobs), "finished": done, "wall_seconds": wall,
             "seconds_per_job": wall / done if done else float("nan"),
             "jobs_per_hour": done / wall * 3600 if wall > 0 else 0.0, "jobs_per_device": per_device,
-            "failures": failures}
+            "stage_seconds_per_job": {stage: tracker.stage_seconds[stage] / done for stage in STAGES
+                                      if stage in tracker.stage_seconds} if done else {}, "failures": failures}
 
 
 def run_device_scaling(args: argparse.Namespace, devices: list[str]) -> dict[str, Any]:
@@ -214,6 +220,13 @@ def format_scaling(figures: dict[str, Any]) -> str:
     if "ray_overhead_seconds_per_job" in figures:
         lines.append(f"  Ray's overhead: {figures['ray_overhead_seconds_per_job']:+.2f} s per job "
                      f"({figures['ray_overhead_fraction']:+.1%} of a job in this process; target under 3%)")
+    for run in figures["runs"]:  # where a job's time goes on the device (the rest: between stages, transport)
+        stages = run.get("stage_seconds_per_job", {})
+        if stages:
+            inside = sum(stages.values())
+            lines.append(f"  {run.get('backend', 'local')} stages per job: "
+                         + ", ".join(f"{name} {seconds:.2f}" for name, seconds in stages.items())
+                         + f" s; outside them {run['seconds_per_job'] - inside:.2f} s")
     for run in figures["runs"]:
         for job, text in run.get("failures", {}).items():  # a throughput with failed jobs is no throughput
             lines.append(f"  FAILED on {len(run['devices'])} device(s), job {job}: {text}")

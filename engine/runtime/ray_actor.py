@@ -21,6 +21,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+
 from ..config import EngineConfig
 from ..events import JobFinished, StageFinished
 from ..params import EditParams
@@ -35,7 +37,10 @@ LATENTS_NAME = "latents.safetensors"
 
 
 class EditActor:
-    def __init__(self, config: EngineConfig, loader: Loader | None = None, cache_folder: str | None = None):
+    def __init__(self, config: EngineConfig, loader: Loader | None = None, cache_folder: str | None = None,
+                 cpu_threads: int | None = None):
+        if cpu_threads:  # Ray starts an actor with OMP_NUM_THREADS=1: its CPU work (frames, export) would crawl
+            torch.set_num_threads(cpu_threads)
         self.config = config
         self.loader = loader or device_loader(config)
         self.cache_folder = Path(cache_folder) if cache_folder else cache_dir() / "inversions"  # this node's
@@ -50,6 +55,10 @@ class EditActor:
         import ray
 
         return [int(i) for i in ray.get_gpu_ids()]
+
+    def cpu_threads(self) -> int:
+        """The threads its CPU work (frames, export, the CPU model) runs on."""
+        return torch.get_num_threads()
 
     def load(self, gpu: bool):
         """Load the model on this actor's GPU (Ray sets CUDA_VISIBLE_DEVICES to it) or the CPU."""

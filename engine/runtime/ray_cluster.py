@@ -140,11 +140,12 @@ class RayCluster:
             slots = int(node["Resources"].get("GPU", 0)) if any_gpu else 1
             have = sum(1 for r in self.worker.runners if getattr(r.compute, "node_id", None) == node["NodeID"])
             label = _node_label(node) if labels[_node_label(node)] == 1 else f"{_node_label(node)}-{node['NodeID'][:6]}"
-            new += [self._actor(node["NodeID"], any_gpu) + (label,) for _ in range(slots - have)]
+            threads = max(1, int(node["Resources"].get("CPU", 1)) // max(1, slots))  # the node's CPUs, shared
+            new += [self._actor(node["NodeID"], any_gpu, threads) + (label,) for _ in range(slots - have)]
         for actor, node_id, gpu, label in new:
             self._add(actor, node_id, gpu, label)
 
-    def _actor(self, node_id: str, gpu: bool) -> tuple:
+    def _actor(self, node_id: str, gpu: bool, cpu_threads: int) -> tuple:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -153,7 +154,7 @@ class RayCluster:
         remote = ray.remote(EditActor).options(
             num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1, max_concurrency=3, max_restarts=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
-        return remote.remote(self.config, self.loader, self.actor_cache), node_id, gpu
+        return remote.remote(self.config, self.loader, self.actor_cache, cpu_threads), node_id, gpu
 
     def _add(self, actor, node_id: str, gpu: bool, label: str) -> None:
         """Wait for the actor to find its GPU, name the device after it, and hand it to the worker."""
