@@ -4,7 +4,9 @@ The suite runs the real worker on the shipped toy model (loaded by name through 
 path) over held-out clips of the toy world: colour swaps by the reference method, the default preset,
 without injection, and from the prompt alone (the floor). Where the thresholds come from: BENCHMARKS.md
 (`cogedit-tui eval --rows "reference,default,no injection,fresh generation" --kinds colour --clips 10`).
-The round trip's floor is 15 dB, not the 20 dB this model was meant to reach: BENCHMARKS.md says why.
+The round trip is asserted for the default preset's refined inversion (``exact_inversion=1``: at least
+20 dB at 50 steps) and, with a lower floor, for the reference's plain DDIM inversion, which loses the
+clip's overall brightness on this world (BENCHMARKS.md says why).
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ def suite(tmp_path_factory):
 @pytest.mark.slow
 def test_the_inversion_reconstructs_the_clip(suite):
     rows, _ = suite
-    reference = rows["reference"]
-    assert reference.failed == 0
-    assert reference.vae_psnr >= 30.0  # the VAE alone
-    assert reference.round_trip_psnr >= 15.0  # 50 steps of DDIM inversion and back, vs the VAE alone
+    reference, default = rows["reference"], rows["default"]
+    assert reference.failed == 0 and default.failed == 0
+    assert default.vae_psnr >= 30.0  # the VAE alone
+    # 50 steps of inversion and back, against the VAE alone: the default's refined steps, then plain DDIM
+    assert default.round_trip_psnr >= 20.0
+    assert reference.round_trip_psnr >= 15.0
 
 
 @pytest.mark.slow
@@ -51,7 +55,7 @@ def test_the_edits_change_the_colour_and_keep_the_path(suite):
     assert reference.centroid_error < 0.9 * fresh and reference.centroid_error < 0.8 * facts["chance_centroid_error"]
     default = rows["default"]  # from the inverted latent: the same success, the path kept closer
     assert default.colour_success >= 0.9
-    assert default.centroid_error < 0.65 * fresh and default.centroid_error < reference.centroid_error
+    assert default.centroid_error < 0.75 * fresh and default.centroid_error < reference.centroid_error
 
 
 @pytest.mark.slow

@@ -122,9 +122,10 @@ class ExactInversion:
         for _ in range(self.iterations):
             v = predict(landed)
             clean = math.sqrt(a_n) * landed - math.sqrt(1 - a_n) * v  # x0 estimate at x_n
-            if a_n < 0.5:  # noise dominates x_n: solve x_p = A x_n + B x0 for x_n
+            if a_n < 0.5 and scale > 1e-3:  # noise dominates x_n: solve x_p = A x_n + B x0 for x_n
                 landed = (start - clean_weight * clean) / scale
-            else:  # the clean estimate dominates (A ~ 0): keep the noise estimate, solve for x0
+            else:  # the clean estimate dominates, or the step lands on the clean latent (A = 0, as the
+                # last of very few steps does): keep the noise estimate, solve for x0
                 noise = math.sqrt(a_n) * v + math.sqrt(1 - a_n) * landed
                 clean = (start - math.sqrt(1 - a_p) * noise) / math.sqrt(a_p)
                 landed = math.sqrt(a_n) * clean + math.sqrt(1 - a_n) * noise
