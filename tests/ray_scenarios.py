@@ -6,7 +6,8 @@ actor    the actor running a job is killed mid-edit: the job goes back to the qu
 node     the node running a job is removed mid-edit: the same, and a node that joins later gets work
 retire   a GPU fault (raised by the model, as a failing GPU would) retires that device; the others go on
 cancel   a job cancelled mid-edit stops on its node within a step or so
-cli      ``cogedit-tui edit --cluster ADDRESS --events jsonl``: its events name the node
+cli      ``cogedit-tui edit --cluster ray://127.0.0.1:10001 --events jsonl`` in its own process, through
+         Ray Client (the head's client server): its jobs land in its output folder, its events name the node
 tui      the app over the cluster: the Devices pane lists both nodes
 
 Usage: python tests/ray_scenarios.py REPORT.json MODEL_DIR CLIP... (writes what it saw as JSON).
@@ -15,9 +16,9 @@ Usage: python tests/ray_scenarios.py REPORT.json MODEL_DIR CLIP... (writes what 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ FAST_HEALTH = {"health_check_period_ms": 300, "health_check_failure_threshold": 
 PARAMS = {"height": 64, "width": 96, "max_num_frames": 9, "num_inference_steps": 4}
 LONG = PARAMS | {"num_inference_steps": 40}  # long enough to be caught mid-edit
 TIMEOUT = 240.0
+CLIENT_PORT = 10001  # the head's Ray Client server (what `ray start --head` starts there by default)
 
 
 class Events:
@@ -139,8 +141,8 @@ def retire_a_faulty_gpu(worker: Worker, events: Events, node_id: str, clips, out
 def main(report_path: str, model: str, *clips: str) -> None:
     report: dict = {}
     started = time.monotonic()
-    cluster = Cluster(initialize_head=True, head_node_args=NODE | {"include_dashboard": False,
-                                                                   "_system_config": FAST_HEALTH})
+    cluster = Cluster(initialize_head=True, head_node_args=NODE | {
+        "include_dashboard": False, "_system_config": FAST_HEALTH, "ray_client_server_port": CLIENT_PORT})
     try:
         second = cluster.add_node(**NODE)
         ray.init(address=cluster.address, log_to_driver=False)
@@ -209,7 +211,9 @@ def main(report_path: str, model: str, *clips: str) -> None:
             report["retire"] = retire_a_faulty_gpu(worker, events, joined.node_id, clips, out)
         finally:
             worker.close()
-        report["cli"] = run_cli(cluster.address, model, clips[0], out)
+        report["cli"] = run_cli(f"ray://127.0.0.1:{CLIENT_PORT}", model, clips[0], out)
+        proxy_log = Path(cluster.head_node.get_logs_dir_path()) / "ray_client_server.err"
+        report["cli"]["client_connections"] = proxy_log.read_text().count("New data connection from client")
         report["tui"] = asyncio.run(run_tui(cluster.address, model, out))
         report["nodes_final"] = [n["NodeManagerAddress"] for n in ray.nodes()]
     except BaseException as exc:
@@ -223,23 +227,27 @@ def main(report_path: str, model: str, *clips: str) -> None:
 
 
 def run_cli(address: str, model: str, clip: str, out: Path) -> dict:
-    """The headless command over the cluster, as a user types it."""
-    from tui.cli import main as cli_main
-
-    stdout = io.StringIO()
+    """The headless command over the cluster, as a user types it: its own process, reaching the head
+    through Ray Client (``address``: ``ray://127.0.0.1:PORT``)."""
     latents = out / "cli-latents.safetensors"
-    args = ["edit", clip, "--prompt", "from the command line", "--cluster", address, "--model", model,
-            "--events", "jsonl", "--output-dir", str(out / "cli-results"), "--save-latents", str(latents), *sum(
-                ([f"--{k.replace('_', '-')}", str(v)] for k, v in PARAMS.items()), [])]
-    with contextlib.redirect_stdout(stdout):
-        status = cli_main(args)
-    lines = [json.loads(line) for line in stdout.getvalue().splitlines() if line.startswith("{")]
+    args = ["edit", clip, "--prompt", "from the command line", "--prompt", "through Ray Client", "--cluster",
+            address, "--model", model, "--events", "jsonl", "--output-dir", str(out / "cli-results"),
+            "--save-latents", str(latents), *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in PARAMS.items()), [])]
+    started = time.monotonic()
+    done = subprocess.run([str(Path(sys.executable).with_name("cogedit-tui")), *args], capture_output=True,
+                          text=True, timeout=TIMEOUT, env=os.environ | {"XDG_DATA_HOME": str(out / "cli-data")})
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     from safetensors import safe_open
 
     with safe_open(str(latents), "pt") as saved:
         latent_names = sorted(saved.keys())
-    return {"status": status, "devices": sorted({e["device"] for e in lines if e.get("device")}),
-            "latents": latent_names, "results": sorted(p.name for p in (out / "cli-results").iterdir()),
+    results = sorted((out / "cli-results").iterdir())
+    return {"status": done.returncode, "stderr": done.stderr[-2000:], "seconds": time.monotonic() - started,
+            "devices": sorted({e["device"] for e in lines if e.get("device")}), "latents": latent_names,
+            "finished": [e["job_id"] for e in lines if e["event"] == "job_finished"],
+            "finished_dirs": [e["output_dir"] for e in lines if e["event"] == "job_finished"],
+            "results": [p.name for p in results], "output_dir": str(out / "cli-results"),
+            "job_devices": [json.loads((p / "job.json").read_text())["device"] for p in results if p.is_dir()],
             "events": sorted({e["event"] for e in lines})}
 
 

@@ -132,13 +132,18 @@ def test_a_gpu_fault_retires_that_device_and_the_queue_goes_on(report):
     assert retire["after"]["status"] == "done" and retire["after"]["started_on"] != [faulty]
 
 
-def test_the_headless_command_runs_on_the_cluster_names_the_node_and_brings_the_latents_back(report):
-    cli = report["cli"]
+def test_the_headless_command_runs_through_ray_client_names_the_node_and_brings_results_and_latents_back(report):
+    cli = report["cli"]  # cogedit-tui edit --cluster ray://127.0.0.1:10001, in its own process
     assert cli["status"] == 0, cli
-    assert "job_finished" in cli["events"]
+    assert len(cli["finished"]) == 2 and "job_failed" not in cli["events"], cli  # both prompts' jobs
     assert cli["devices"] and all(node_of(d).startswith("127.0.0.1") for d in cli["devices"]), cli
-    assert len(cli["results"]) == 1 and not cli["results"][0].startswith(".")
-    assert {"source", "inversion", "reconstruction", "edited"} <= set(cli["latents"])  # --save-latents came back
+    # Each result folder landed whole in the head's output folder, and its job.json names the node's device.
+    assert len(cli["results"]) == 2 and not any(name.startswith(".") for name in cli["results"]), cli
+    assert all(Path(folder).parent == Path(cli["output_dir"]) for folder in cli["finished_dirs"]), cli
+    assert cli["job_devices"] and set(cli["job_devices"]) <= set(cli["devices"]), cli
+    assert cli["client_connections"] == 1  # it went through the head's Ray Client server
+    # --save-latents came back (one batch: the two variants were kept together for it)
+    assert {"source", "inversion", "reconstruction", "edited_0", "edited_1"} <= set(cli["latents"]), cli
 
 
 def test_the_devices_pane_lists_both_nodes(report):

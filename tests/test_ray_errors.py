@@ -1,4 +1,5 @@
-"""``--cluster`` refused in one line (exit 2) before any job runs: Ray not installed, nothing at the address."""
+"""``--cluster`` refused in one line (exit 2) before any job runs: Ray not installed, nothing at the address
+(a direct one or a Ray Client ``ray://`` one)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,17 @@ def test_an_address_where_nothing_listens_fails_at_once_and_keeps_the_jobs(capsy
         assert [job.status for job in store.jobs()] == [INTERRUPTED]  # kept, for r to re-queue; never failed
     finally:
         store.close()
+
+
+def test_a_ray_client_address_where_nothing_listens_names_the_client_port(capsys, monkeypatch, tiny_model_path,
+                                                                         clip_path, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'cogedit-tui[ray]'")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    code = main(["edit", str(clip_path), "--prompt", "a cat", "--model", str(tiny_model_path),
+                 "--cluster", "ray://127.0.0.1:1", "--output-dir", str(tmp_path / "out"), *TINY_FLAGS])
+    line = _error_line(capsys.readouterr().err)
+    assert code == 2
+    assert "cannot reach the Ray cluster at ray://127.0.0.1:1" in line and "ray://HEAD:10001" in line
 
 
 def test_edit_errors_cross_a_process_boundary_whole():

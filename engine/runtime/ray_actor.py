@@ -2,11 +2,15 @@
 without GPUs) and runs the batches its head-side :class:`engine.runtime.ray_device.RayDevice` sends.
 
 It is a :class:`engine.runtime.device.LocalDevice` on the node, behind Ray: the clip arrives as bytes
-(no shared filesystem), the edit runs in a thread, and :meth:`EditActor.run` is a Ray streaming generator
-that yields, as they happen, ``("event", Event)``, ``("memory", GpuMemory | None, free_bytes | None)``
+(no shared filesystem) and the edit runs in a thread. The head follows it with plain actor calls, which
+work through Ray Client (``ray://``) too, where Ray's streaming generators do not: :meth:`EditActor.start`
+starts the edit and returns at once; :meth:`EditActor.next_items`, called in a loop, returns what it
+produced since the last call: ``("event", Event)``, ``("memory", GpuMemory | None, free_bytes | None)``
 after each stage, ``("result", JobFinished, {file name: bytes})`` once a variant's folder is complete
-(then removed from the node), ``("latents", bytes)`` for ``--save-latents``, and last ``("hot", digests)``.
-An exception raised by the edit ends the stream and reaches the head as the same exception.
+(read when fetched, one folder per reply, then removed from the node), ``("latents", bytes)`` for
+``--save-latents``, ``("hot", digests)`` and last ``("end",)``. An exception raised by the edit is raised
+by that call instead, and reaches the head as the same exception. The actor is threaded
+(``max_concurrency``): ``stop``, ``cancel`` and ``memory_state`` answer while an edit runs.
 
 Plain Python: ``ray.remote`` wraps it on the head (engine.runtime.ray_cluster), so importing this
 module needs no Ray.
@@ -18,7 +22,7 @@ import queue
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,6 +40,17 @@ _DONE = object()
 LATENTS_NAME = "latents.safetensors"
 
 
+@dataclass
+class _Run:
+    """One edit in its thread, and what it produced that the head has not fetched yet."""
+
+    output: Path
+    latents: Path | None
+    items: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    thread: threading.Thread | None = None
+    failure: BaseException | None = None
+
+
 class EditActor:
     def __init__(self, config: EngineConfig, loader: Loader | None = None, cache_folder: str | None = None,
                  cpu_threads: int | None = None):
@@ -48,7 +63,8 @@ class EditActor:
         self.local: LocalDevice | None = None
         self.stop_requested = False
         self.cancelled: set[str] = set()  # job ids of the running edit cancelled from the head
-        self._one_run = threading.Lock()  # a run the head gave up on ends (it was told to stop) before the next
+        self._run: _Run | None = None  # the edit the head follows
+        self._starting = threading.Lock()
 
     def gpu_ids(self) -> list[int]:
         """The GPUs Ray gave this actor, as the node numbers them (what the head names the device by)."""
@@ -86,52 +102,81 @@ class EditActor:
         """(GpuMemory or None, free bytes or None) of its GPU now."""
         return (self.local.memory(), self.local.free_memory()) if self.local is not None else (None, None)
 
-    def run(self, clip: bytes | None, clip_name: str, params: EditParams, variants: list[Variant],
-            want_latents: bool) -> Iterator[tuple]:
-        """Edit the clip (``clip``: its bytes, or None when this actor already has ``clip_name``)."""
-        with self._one_run:
+    def start(self, clip: bytes | None, clip_name: str, params: EditParams, variants: list[Variant],
+              want_latents: bool) -> None:
+        """Start editing the clip (``clip``: its bytes, or None when this actor already has ``clip_name``)
+        in a thread, and return at once: :meth:`next_items` follows it. A run the head gave up on (it was
+        told to stop) ends first."""
+        with self._starting:
+            if self._run is not None:
+                self.stop_requested = True
+                self._end(self._run)
             self.stop_requested, self.cancelled = False, set()
-            yield from self._run(clip, clip_name, params, variants, want_latents)
+            source = self._clip(clip, clip_name)
+            output = Path(tempfile.mkdtemp(prefix="run-", dir=self.work))
+            run = _Run(output, output / LATENTS_NAME if want_latents else None)
 
-    def _run(self, clip: bytes | None, clip_name: str, params: EditParams, variants: list[Variant],
-             want_latents: bool) -> Iterator[tuple]:
-        source = self._clip(clip, clip_name)
-        output = Path(tempfile.mkdtemp(prefix="run-", dir=self.work))
-        latents = output / LATENTS_NAME if want_latents else None
-        events: queue.SimpleQueue = queue.SimpleQueue()
-        failure: list[BaseException] = []
-
-        def edit() -> None:
-            try:
-                self.local.run(str(source), variants, params, output, events.put, lambda: self.stop_requested,
-                               latents, lambda: frozenset(self.cancelled))
-            except BaseException as exc:  # handed to the stream: it raises it on the head
-                failure.append(exc)
-            finally:
-                events.put(_DONE)
-
-        thread = threading.Thread(target=edit, name="cogedit-actor-edit", daemon=True)
-        thread.start()
-        try:
-            while (event := events.get()) is not _DONE:
-                if isinstance(event, JobFinished):
-                    folder = Path(event.output_dir)
-                    yield "result", event, {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()}
-                    shutil.rmtree(folder, ignore_errors=True)
-                    continue
-                yield "event", event
+            def emit(event) -> None:
+                run.items.put(("event", event))
                 if isinstance(event, StageFinished):
-                    yield "memory", *self.memory_state()
-            thread.join()
-            if failure:
-                raise failure[0]
-            if latents is not None and latents.is_file():
-                yield "latents", latents.read_bytes()
-            yield "hot", self.local.hot_sources()
+                    run.items.put(("memory", *self.memory_state()))
+
+            def edit() -> None:
+                try:
+                    self.local.run(str(source), variants, params, output, emit, lambda: self.stop_requested,
+                                   run.latents, lambda: frozenset(self.cancelled))
+                except BaseException as exc:  # raised by next_items: it reaches the head as itself
+                    run.failure = exc
+                finally:
+                    run.items.put(_DONE)
+
+            run.thread = threading.Thread(target=edit, name="cogedit-actor-edit", daemon=True)
+            self._run = run
+            run.thread.start()
+
+    def next_items(self, timeout: float = 0.5) -> list[tuple]:
+        """What the running edit produced since the last call, waiting up to ``timeout`` seconds for the
+        first: ``("event", Event)``, ``("memory", GpuMemory | None, free_bytes | None)``, at most one
+        ``("result", JobFinished, {file name: bytes})`` (its folder is then removed here), and at the end
+        ``("latents", bytes)``, ``("hot", digests)`` and ``("end",)``; the edit's exception, raised."""
+        run = self._run
+        if run is None:
+            return [("end",)]
+        items: list[tuple] = []
+        try:
+            item = run.items.get(timeout=timeout)
+            while True:
+                if item is _DONE:
+                    if items and run.failure is not None:  # what came before the failure reaches the head first
+                        run.items.put(_DONE)  # (nothing follows it): the next call raises
+                        return items
+                    return items + self._finish(run)
+                if item[0] == "event" and isinstance(item[1], JobFinished):  # its folder is complete
+                    folder = Path(item[1].output_dir)
+                    items.append(("result", item[1], {f.name: f.read_bytes() for f in folder.iterdir()
+                                                      if f.is_file()}))
+                    shutil.rmtree(folder, ignore_errors=True)
+                    return items  # one folder's bytes per reply: they never pile up here or on the head
+                items.append(item)
+                item = run.items.get_nowait()
+        except queue.Empty:
+            return items
+
+    def _finish(self, run: _Run) -> list[tuple]:
+        """The end of a run: its exception raised, else its latents and hot inversions."""
+        try:
+            if run.failure is not None:
+                raise run.failure
+            latents = [("latents", run.latents.read_bytes())] if run.latents and run.latents.is_file() else []
+            return [*latents, ("hot", self.local.hot_sources()), ("end",)]
         finally:
-            self.stop_requested = True  # a head that stopped listening stops the edit too
-            thread.join()
-            shutil.rmtree(output, ignore_errors=True)
+            self._end(run)
+
+    def _end(self, run: _Run) -> None:
+        run.thread.join()
+        shutil.rmtree(run.output, ignore_errors=True)
+        if self._run is run:
+            self._run = None
 
     def _clip(self, clip: bytes | None, clip_name: str) -> Path:
         path = self.work / "clips" / clip_name

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 RAY_FIX = "install the optional extra: pip install 'cogedit-tui[ray]'"
 CONNECT_FIX = ("start the cluster first (`ray start --head` on one machine, `ray start --address HEAD:6379` "
                "on the others) and pass its address: --cluster auto on a node of it, else --cluster HEAD:6379")
+CLIENT_FIX = ("start the cluster first (`ray start --head` on one machine starts its Ray Client server on port "
+              "10001) and pass --cluster ray://HEAD:10001, with that port reachable from here")
 PLACEMENT_SECONDS = 120.0  # how long a new actor may take to find its GPU before it is given up (and retried)
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,8 @@ class RayCluster:
             self._connect()
         except Exception as exc:  # an unreachable address, a version mismatch: one line, and the fix
             why = first_line(exc) if isinstance(exc, ConnectionError) else one_line(exc)
-            self.error = EditError(f"cannot reach the Ray cluster at {self.address} ({why})", CONNECT_FIX)
+            fix = CLIENT_FIX if self.address.startswith("ray://") else CONNECT_FIX
+            self.error = EditError(f"cannot reach the Ray cluster at {self.address} ({why})", fix)
             self.connecting = False
             self.worker.publish(EngineStopped(str(self.error)))
             self.worker.notify()
@@ -116,8 +119,11 @@ class RayCluster:
         # Quiet: the actors' output (log_to_driver), Ray's notices and its core's warnings on stderr would
         # land in the middle of the TUI; errors still reach the user as this worker's events.
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
-        ray.init(address=address, namespace="cogedit", log_to_driver=False, logging_level=logging.ERROR,
-                 include_dashboard=False if address is None else None)
+        options = {"namespace": "cogedit", "log_to_driver": False, "logging_level": logging.ERROR}
+        if address is None:
+            options["include_dashboard"] = False  # a private cluster only: not when joining one
+        # ray:// (Ray Client) hands log_to_driver and logging_level on to the ray.init of its server on the head
+        ray.init(address=address, **options)
         self._connected_here = True
 
     def watch(self) -> None:

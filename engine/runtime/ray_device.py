@@ -1,10 +1,12 @@
 """The head's side of one Ray actor (engine.runtime.ray_actor): a :class:`engine.runtime.device.Device`
 whose pipeline lives on a node of the cluster.
 
-It ships the source clip through Ray's object store (once per actor), follows the actor's stream of
-events (renamed to this device, ``10.0.0.5:cuda:1``), and writes each finished result folder into the
-head's output folder the way the engine writes any result: staged under a hidden name, renamed into
-place whole, its job.json pointing at the head's copy. A dead actor or node raises DeviceLost.
+It ships the source clip through Ray's object store (once per actor), starts the edit on the actor
+(``start``) and polls it (``next_items``, until its end marker) for its events, renamed to this device
+(``10.0.0.5:cuda:1``), and results: plain actor calls, the same over a direct connection and Ray Client
+(``ray://``). Each finished result folder is written into the head's output folder the way the engine
+writes any result: staged under a hidden name, renamed into place whole, its job.json pointing at the
+head's copy. A dead actor or node raises DeviceLost.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from .device import DeviceLost, Emit
 LOST = (ActorDiedError, ActorUnavailableError, RayActorError, NodeDiedError, ObjectLostError, OwnerDiedError,
         WorkerCrashedError)
 STOP_POLL_SECONDS = 0.1
+POLL_SECONDS = 0.5  # how long one call for the edit's news waits on the actor for the first item
 
 
 class RayDevice:
@@ -72,8 +75,8 @@ class RayDevice:
         data = check_video_path(source).read_bytes()  # a clip gone from the head: VideoError, as on one box
         clip_name = hashlib.sha256(data).hexdigest()[:32] + Path(source).suffix
         shipped = clip_name in self._shipped
-        stream = self.actor.run.options(num_returns="streaming").remote(
-            None if shipped else ray.put(data), clip_name, params, variants, save_latents is not None)
+        _call(lambda: ray.get(self.actor.start.remote(None if shipped else ray.put(data), clip_name, params,
+                                                      variants, save_latents is not None)))
         self._shipped.add(clip_name)
         done = threading.Event()
         watcher = threading.Thread(target=self._pass_stop, args=(should_stop, cancelled, done), daemon=True,
@@ -81,12 +84,12 @@ class RayDevice:
         watcher.start()
         finished = False
         try:
-            _call(lambda: self._follow(stream, source, output_dir, emit, save_latents))
+            self._follow(source, output_dir, emit, save_latents)
             finished = True
         finally:
             done.set()
             watcher.join()
-            if not finished:  # the head gave up on the stream (a full disk here...): the actor stops too
+            if not finished:  # the head gave up on the edit (a full disk here...): the actor stops too
                 self.actor.stop.remote()
 
     def _pass_stop(self, should_stop: Callable[[], bool], cancelled: Callable[[], Collection[str]],
@@ -102,19 +105,22 @@ class RayDevice:
                 self.actor.cancel.remote(sorted(now - told))
                 told = now
 
-    def _follow(self, stream, source: str, output_dir: Path, emit: Emit, save_latents: Path | None) -> None:
-        for ref in stream:
-            kind, *payload = ray.get(ref)
-            if kind == "event":
-                emit(_renamed(payload[0], self.name))
-            elif kind == "memory":
-                self._remember_memory(*payload)
-            elif kind == "result":
-                emit(self._land(payload[0], payload[1], source, output_dir))
-            elif kind == "latents":
-                write_bytes_atomic(save_latents, payload[0])
-            elif kind == "hot":
-                self._hot = set(payload[0])
+    def _follow(self, source: str, output_dir: Path, emit: Emit, save_latents: Path | None) -> None:
+        """Poll the actor for what its edit produced until its end marker (its exception: raised here)."""
+        while True:
+            for kind, *payload in _call(lambda: ray.get(self.actor.next_items.remote(POLL_SECONDS))):
+                if kind == "event":
+                    emit(_renamed(payload[0], self.name))
+                elif kind == "memory":
+                    self._remember_memory(*payload)
+                elif kind == "result":
+                    emit(self._land(payload[0], payload[1], source, output_dir))
+                elif kind == "latents":
+                    write_bytes_atomic(save_latents, payload[0])
+                elif kind == "hot":
+                    self._hot = set(payload[0])
+                elif kind == "end":
+                    return
 
     def _land(self, finished: JobFinished, files: dict[str, bytes], source: str, output_dir: Path) -> JobFinished:
         """A result folder from the actor, complete in ``output_dir`` before anyone hears of it."""
