@@ -38,7 +38,7 @@ def test_results_come_one_folder_per_reply_then_leave_the_node_and_the_end_carri
         actor, clip_path, tiny_params):
     variants = [Variant("job-a", "a cat", 1), Variant("job-b", "a dog", 2)]
     started = time.monotonic()
-    actor.start(clip_path.read_bytes(), "clip.mp4", tiny_params(), variants, True)
+    actor.start("run-a", clip_path.read_bytes(), "clip.mp4", tiny_params(), variants, True)
     assert time.monotonic() - started < 5  # it returns at once; the edit runs in the actor's thread
     replies: list[list[tuple]] = []
     poll(actor, replies)
@@ -59,21 +59,27 @@ def test_results_come_one_folder_per_reply_then_leave_the_node_and_the_end_carri
 
 def test_a_failed_edit_is_raised_by_the_poll_as_itself_and_a_stop_ends_an_edit_mid_step(actor, clip_path,
                                                                                        tiny_params):
-    actor.start(b"not a video", "broken.mp4", tiny_params(), [Variant("job-x", "a cat", 1)], False)
+    actor.start("run-1", b"not a video", "broken.mp4", tiny_params(), [Variant("job-x", "a cat", 1)], False)
     with pytest.raises(VideoError):
         poll(actor, [])
     assert not list(actor.work.glob("run-*"))
 
-    # A stop mid-edit: the poll raises Cancelled within a step or so.
-    actor.start(clip_path.read_bytes(), "clip.mp4", tiny_params(num_inference_steps=40),
+    # A stop mid-edit: the poll raises Cancelled within a step or so. A stop meant for the earlier run,
+    # arriving late (calls to the threaded actor may overtake each other), does not touch this one.
+    actor.start("run-2", clip_path.read_bytes(), "clip.mp4", tiny_params(num_inference_steps=40),
                 [Variant("job-y", "a dog", 1)], False)
     replies: list[list[tuple]] = []
+    stale_at = None
     with pytest.raises(Cancelled):
         while True:
             replies.append(actor.next_items(0.5))
-            if any(item[0] == "event" and isinstance(item[1], StepProgress) and item[1].stage == "edit"
-                   for item in replies[-1]):
-                actor.stop()
+            edit_steps = [item[1].step for item in replies[-1] if item[0] == "event"
+                          and isinstance(item[1], StepProgress) and item[1].stage == "edit"]
+            if edit_steps and stale_at is None:
+                stale_at = edit_steps[-1]
+                actor.stop("run-1")
+            elif edit_steps and edit_steps[-1] >= stale_at + 2:
+                actor.stop("run-2")
     steps = [i[1].step for reply in replies for i in reply if i[0] == "event" and isinstance(i[1], StepProgress)
              and i[1].stage == "edit"]
-    assert steps and max(steps) < 40
+    assert steps and stale_at + 2 <= max(steps) < 40

@@ -72,3 +72,14 @@ def test_bench_backend_ray_is_the_queue_benchmark_only(capsys):
 
     assert bench_main(["--arch", "tiny", "--backend", "compare"]) == 2
     assert "--backend compare needs --devices" in capsys.readouterr().err
+
+
+def test_a_broken_ray_client_connection_counts_as_a_lost_device_so_its_jobs_go_back_to_the_queue():
+    from engine.runtime.device import DeviceLost
+    from engine.runtime.ray_device import _call
+
+    def dropped():  # what Ray Client raises once its connection to the head is gone for good
+        raise ConnectionError("Failed during this or a previous request. Exception that broke the connection")
+
+    with pytest.raises(DeviceLost, match="the connection to the Ray cluster broke"):
+        _call(dropped)

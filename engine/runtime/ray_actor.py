@@ -44,8 +44,11 @@ LATENTS_NAME = "latents.safetensors"
 class _Run:
     """One edit in its thread, and what it produced that the head has not fetched yet."""
 
+    run_id: str  # the head's name for this run: a stop or cancel meant for an earlier one is ignored
     output: Path
     latents: Path | None
+    stop: bool = False
+    cancelled: set[str] = field(default_factory=set)  # job ids cancelled from the head
     items: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     thread: threading.Thread | None = None
     failure: BaseException | None = None
@@ -61,8 +64,6 @@ class EditActor:
         self.cache_folder = Path(cache_folder) if cache_folder else cache_dir() / "inversions"  # this node's
         self.work = Path(tempfile.mkdtemp(prefix="cogedit-actor-"))  # clips and results in transit
         self.local: LocalDevice | None = None
-        self.stop_requested = False
-        self.cancelled: set[str] = set()  # job ids of the running edit cancelled from the head
         self._run: _Run | None = None  # the edit the head follows
         self._starting = threading.Lock()
 
@@ -82,13 +83,17 @@ class EditActor:
                                  InversionCache(self.cache_folder, self.config.cache_max_bytes))
         return self.local.load()
 
-    def stop(self) -> None:
-        """Stop the running edit within one denoising step (it raises Cancelled)."""
-        self.stop_requested = True
+    def stop(self, run_id: str) -> None:
+        """Stop run ``run_id`` within one denoising step (it raises Cancelled), if it is still the
+        running one: a stop that arrives late (calls to a threaded actor may overtake each other) must
+        not reach the next run."""
+        if (run := self._run) is not None and run.run_id == run_id:
+            run.stop = True
 
-    def cancel(self, job_ids: list[str]) -> None:
-        """These variants of the running edit leave its batch (the others go on)."""
-        self.cancelled.update(job_ids)
+    def cancel(self, run_id: str, job_ids: list[str]) -> None:
+        """These variants of run ``run_id`` leave its batch (the others go on)."""
+        if (run := self._run) is not None and run.run_id == run_id:
+            run.cancelled.update(job_ids)
 
     def clear_memory(self) -> None:
         if self.local is not None:
@@ -102,19 +107,18 @@ class EditActor:
         """(GpuMemory or None, free bytes or None) of its GPU now."""
         return (self.local.memory(), self.local.free_memory()) if self.local is not None else (None, None)
 
-    def start(self, clip: bytes | None, clip_name: str, params: EditParams, variants: list[Variant],
-              want_latents: bool) -> None:
+    def start(self, run_id: str, clip: bytes | None, clip_name: str, params: EditParams,
+              variants: list[Variant], want_latents: bool) -> None:
         """Start editing the clip (``clip``: its bytes, or None when this actor already has ``clip_name``)
         in a thread, and return at once: :meth:`next_items` follows it. A run the head gave up on (it was
         told to stop) ends first."""
         with self._starting:
             if self._run is not None:
-                self.stop_requested = True
+                self._run.stop = True
                 self._end(self._run)
-            self.stop_requested, self.cancelled = False, set()
             source = self._clip(clip, clip_name)
             output = Path(tempfile.mkdtemp(prefix="run-", dir=self.work))
-            run = _Run(output, output / LATENTS_NAME if want_latents else None)
+            run = _Run(run_id, output, output / LATENTS_NAME if want_latents else None)
 
             def emit(event) -> None:
                 run.items.put(("event", event))
@@ -123,8 +127,8 @@ class EditActor:
 
             def edit() -> None:
                 try:
-                    self.local.run(str(source), variants, params, output, emit, lambda: self.stop_requested,
-                                   run.latents, lambda: frozenset(self.cancelled))
+                    self.local.run(str(source), variants, params, output, emit, lambda: run.stop,
+                                   run.latents, lambda: frozenset(run.cancelled))
                 except BaseException as exc:  # raised by next_items: it reaches the head as itself
                     run.failure = exc
                 finally:

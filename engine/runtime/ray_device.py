@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import threading
+import uuid
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -75,11 +76,12 @@ class RayDevice:
         data = check_video_path(source).read_bytes()  # a clip gone from the head: VideoError, as on one box
         clip_name = hashlib.sha256(data).hexdigest()[:32] + Path(source).suffix
         shipped = clip_name in self._shipped
-        _call(lambda: ray.get(self.actor.start.remote(None if shipped else ray.put(data), clip_name, params,
-                                                      variants, save_latents is not None)))
+        run_id = uuid.uuid4().hex  # names this run in stop and cancel calls
+        _call(lambda: ray.get(self.actor.start.remote(run_id, None if shipped else ray.put(data), clip_name,
+                                                      params, variants, save_latents is not None)))
         self._shipped.add(clip_name)
         done = threading.Event()
-        watcher = threading.Thread(target=self._pass_stop, args=(should_stop, cancelled, done), daemon=True,
+        watcher = threading.Thread(target=self._pass_stop, args=(run_id, should_stop, cancelled, done), daemon=True,
                                    name=f"cogedit-stop-{self.name}")
         watcher.start()
         finished = False
@@ -90,19 +92,19 @@ class RayDevice:
             done.set()
             watcher.join()
             if not finished:  # the head gave up on the edit (a full disk here...): the actor stops too
-                self.actor.stop.remote()
+                self.actor.stop.remote(run_id)
 
-    def _pass_stop(self, should_stop: Callable[[], bool], cancelled: Callable[[], Collection[str]],
+    def _pass_stop(self, run_id: str, should_stop: Callable[[], bool], cancelled: Callable[[], Collection[str]],
                    done: threading.Event) -> None:
         """Tell the actor which variants were cancelled (they leave its batch), and to stop once
         ``should_stop`` says so (the app stopping)."""
         told: frozenset[str] = frozenset()
         while not done.wait(STOP_POLL_SECONDS):
             if should_stop():
-                self.actor.stop.remote()
+                self.actor.stop.remote(run_id)
                 return
             if (now := frozenset(cancelled())) != told:
-                self.actor.cancel.remote(sorted(now - told))
+                self.actor.cancel.remote(run_id, sorted(now - told))
                 told = now
 
     def _follow(self, source: str, output_dir: Path, emit: Emit, save_latents: Path | None) -> None:
@@ -182,3 +184,5 @@ def _call(action: Callable[[], object]):
         raise
     except LOST as exc:
         raise DeviceLost(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from exc
+    except ConnectionError as exc:  # Ray Client (ray://) lost its connection to the head: the jobs go back
+        raise DeviceLost(f"the connection to the Ray cluster broke ({exc})") from exc
