@@ -28,31 +28,22 @@ def test_cluster_without_ray_installed_names_the_extra(capsys, monkeypatch, tiny
     assert code == 2 and "--cluster needs Ray" in line and "pip install 'cogedit-tui[ray]'" in line
 
 
-def test_an_address_where_nothing_listens_fails_at_once_and_keeps_the_jobs(capsys, monkeypatch, tiny_model_path,
-                                                                           clip_path, tmp_path):
+@pytest.mark.parametrize("address, fix", [("127.0.0.1:1", "ray start --head"),  # a direct address
+                                          ("ray://127.0.0.1:1", "ray://HEAD:10001")])  # Ray Client's
+def test_an_address_where_nothing_listens_fails_at_once_names_the_fix_and_keeps_the_jobs(
+        capsys, monkeypatch, tiny_model_path, clip_path, tmp_path, address, fix):
     pytest.importorskip("ray", reason="Ray is not installed: pip install 'cogedit-tui[ray]'")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     code = main(["edit", str(clip_path), "--prompt", "a cat", "--model", str(tiny_model_path),
-                 "--cluster", "127.0.0.1:1", "--output-dir", str(tmp_path / "out"), *TINY_FLAGS])
+                 "--cluster", address, "--output-dir", str(tmp_path / "out"), *TINY_FLAGS])
     line = _error_line(capsys.readouterr().err)
     assert code == 2
-    assert "cannot reach the Ray cluster at 127.0.0.1:1" in line and "ray start --head" in line
+    assert f"cannot reach the Ray cluster at {address}" in line and fix in line
     store = Store(data_dir() / "cogedit.db")
     try:
         assert [job.status for job in store.jobs()] == [INTERRUPTED]  # kept, for r to re-queue; never failed
     finally:
         store.close()
-
-
-def test_a_ray_client_address_where_nothing_listens_names_the_client_port(capsys, monkeypatch, tiny_model_path,
-                                                                         clip_path, tmp_path):
-    pytest.importorskip("ray", reason="Ray is not installed: pip install 'cogedit-tui[ray]'")
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    code = main(["edit", str(clip_path), "--prompt", "a cat", "--model", str(tiny_model_path),
-                 "--cluster", "ray://127.0.0.1:1", "--output-dir", str(tmp_path / "out"), *TINY_FLAGS])
-    line = _error_line(capsys.readouterr().err)
-    assert code == 2
-    assert "cannot reach the Ray cluster at ray://127.0.0.1:1" in line and "ray://HEAD:10001" in line
 
 
 def test_edit_errors_cross_a_process_boundary_whole():
