@@ -88,7 +88,7 @@ class EditParams:
     inversion_guidance: float = _param(1.0, "Classifier-free guidance during inversion (1: none).",
                                        group="sampling", low=1.0, high=30.0)
     exact_inversion: int = _param(
-        1, "Fixed-point iterations per inversion step, each one more model call: the inverted noise then "
+        0, "Fixed-point iterations per inversion step, each one more model call: the inverted noise then "
         "denoises back to the source far more exactly (the round trip; `cogedit-tui eval`). 0: plain DDIM "
         "inversion, as the reference.", group="sampling", low=0, high=10)
     init: Literal["noise", "inverted"] = _param(
@@ -130,7 +130,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # zai-org/CogVideo inference/ddim_inversion.py: 81 frames, stretched, guided empty-prompt inversion.
     "reference": {"max_num_frames": 81, "resize": "stretch", "inversion_guidance": 6.0,
-                  "literal_guidance": True, "fps": 8.0, "init": "noise", "exact_inversion": 0},
+                  "literal_guidance": True, "fps": 8.0, "init": "noise"},
 }
 
 

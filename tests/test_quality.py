@@ -4,9 +4,9 @@ The suite runs the real worker on the shipped toy model (loaded by name through 
 path) over held-out clips of the toy world: colour swaps by the reference method, the default preset,
 without injection, and from the prompt alone (the floor). Where the thresholds come from: BENCHMARKS.md
 (`cogedit-tui eval --rows "reference,default,no injection,fresh generation" --kinds colour --clips 10`).
-The round trip is asserted for the default preset's refined inversion (``exact_inversion=1``: at least
-20 dB at 50 steps) and, with a lower floor, for the reference's plain DDIM inversion, which loses the
-clip's overall brightness on this world (BENCHMARKS.md says why).
+The round trip at 50 steps is asserted at 20 dB with one refinement of each inversion step
+(``exact_inversion=1``) and at a 15 dB floor for plain DDIM inversion (the reference's and the default
+preset's), which loses the clip's overall brightness on this world: BENCHMARKS.md says why.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
-    rows = [ROWS_BY_NAME[name] for name in ("reference", "default", "no injection", "fresh generation")]
+    rows = [ROWS_BY_NAME[name] for name in ("reference", "default", "no injection", "fresh generation",
+                                            "exact inversion 1")]
     results, facts = run_suite(rows, "toy", "cpu", num_clips=CLIPS, kinds=("colour",),
                                workdir=tmp_path_factory.mktemp("eval"))
     return {r.name: r for r in results}, facts
@@ -38,11 +39,11 @@ def suite(tmp_path_factory):
 @pytest.mark.slow
 def test_the_inversion_reconstructs_the_clip(suite):
     rows, _ = suite
-    reference, default = rows["reference"], rows["default"]
-    assert reference.failed == 0 and default.failed == 0
-    assert default.vae_psnr >= 30.0  # the VAE alone
-    # 50 steps of inversion and back, against the VAE alone: the default's refined steps, then plain DDIM
-    assert default.round_trip_psnr >= 20.0
+    reference, exact = rows["reference"], rows["exact inversion 1"]
+    assert reference.failed == 0 and exact.failed == 0
+    assert reference.vae_psnr >= 30.0  # the VAE alone
+    # 50 steps of inversion and back, against the VAE alone: refined inversion steps, then plain DDIM
+    assert exact.round_trip_psnr >= 20.0
     assert reference.round_trip_psnr >= 15.0
 
 
@@ -55,7 +56,7 @@ def test_the_edits_change_the_colour_and_keep_the_path(suite):
     assert reference.centroid_error < 0.9 * fresh and reference.centroid_error < 0.8 * facts["chance_centroid_error"]
     default = rows["default"]  # from the inverted latent: the same success, the path kept closer
     assert default.colour_success >= 0.9
-    assert default.centroid_error < 0.75 * fresh and default.centroid_error < reference.centroid_error
+    assert default.centroid_error < 0.65 * fresh and default.centroid_error < reference.centroid_error
 
 
 @pytest.mark.slow

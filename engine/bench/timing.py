@@ -246,8 +246,7 @@ def latent_difference(exact: list[torch.Tensor], other: list[torch.Tensor]) -> d
 def bench_params(arch: BenchArch, steps: int, preset: str, **overrides: Any) -> EditParams:
     """Every path starts its edit from the seeded noise the reference starts from and inverts by plain
     DDIM steps, so the engine's paths compute the reference's edit (the default preset's start from the
-    inverted latent costs the same; its refined inversion, ``exact_inversion=1``, adds one transformer
-    forward to each inversion step, which these paths do not time)."""
+    inverted latent costs the same; ``exact_inversion`` adds transformer forwards, not timed here)."""
     return build_params({"max_num_frames": arch.frames, "height": arch.height, "width": arch.width,
                          "num_inference_steps": steps, "init": "noise", "exact_inversion": 0, **overrides},
                         preset=preset)

@@ -54,8 +54,7 @@ ROWS: tuple[Row, ...] = (
     Row("guidance 3", overrides={"guidance_scale": 3.0}),
     Row("25 steps", overrides={"num_inference_steps": 25}),
     Row("shared_reference", overrides={"shared_reference": True}, note="approximate"),
-    Row("plain inversion", overrides={"exact_inversion": 0},
-        note="plain DDIM inversion (the reference's), the default until the eval chose exact_inversion=1"),
+    Row("exact inversion 1", overrides={"exact_inversion": 1}, note="one fixed-point iteration per inversion step"),
     Row("exact inversion 3", overrides={"exact_inversion": 3}),
     Row("fp8", fp8=True, note="approximate; a GPU only"),
 )
