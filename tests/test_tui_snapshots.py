@@ -105,6 +105,7 @@ def fixture_app(tmp_path, monkeypatch):
 
     app = CogeditApp(launcher, start_engine=False, model_label="THUDM/CogVideoX-5b", device_label="cpu",
                      image_class=HalfcellImage)
+    app.animation_level = "none"  # scrolls land at once: a loaded CPU once caught a list's scrollbar mid-way
     yield app
     app.close_engine()
     monkeypatch.undo()
